@@ -1,0 +1,43 @@
+"""The ``mlb`` command line: one subcommand module per pipeline step.
+
+Each module in ``COMMANDS`` exposes ``register(subparsers)``, which adds its parser and sets
+``func`` to a function taking the parsed ``argparse.Namespace`` and returning an exit code.
+Subcommands call the same library functions the Prefect flows call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS: tuple[str, ...] = ()
+
+
+class UsageError(Exception):
+    """A user-facing error: printed as one line, exit code 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlb", description="Matte Label Blending and DDC training for human matting."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"mlb.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, FileNotFoundError, ValueError) as error:
+        # Expected failures (bad paths, bad values) get one clear line, not a traceback.
+        print(f"mlb {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

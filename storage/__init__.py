@@ -1,0 +1,1 @@
+"""Versioned, chunked zarr label stores (numpy + zarr only: no torch, no prefect)."""
