@@ -1,0 +1,299 @@
+"""Versioned label sets: the teacher's labels for a corpus, written once, read many times.
+
+Running the teacher over a large corpus is the expensive step of MLB (method.md section 1,
+"Offline form"), so its output is kept as an immutable *label version*:
+
+- identity: ``content_id`` hashes everything that decides the stored bytes (the corpus
+  manifest's digest, the teacher checkpoint's sha256, the blend settings, the store schema and
+  a caller ``extra`` dict such as the inference size or ``store_teacher_alpha``). The same
+  inputs give the same id, so a rerun finds (and resumes) the same version;
+- content: per sample ``blended_alpha``, ``blended_boundary`` and optionally
+  ``teacher_alpha``, (H, W) uint8 at the image's own size, in shards of ``shard_size``
+  consecutive manifest entries (layout in ``storage.layout``, shard format in
+  ``storage.shards``); plus the manifest, lineage/blend/teacher metadata, counts, quarantined
+  samples with reasons and per-shard sha256 checksums;
+- lifecycle: ``open_draft`` -> ``write_shard`` for every shard (any order, any processes,
+  resumable; ``storage.draft``) -> ``publish`` (all shards verified, zarr metadata
+  consolidated, ``version.json`` written) -> the ``latest`` pointers move -> read with
+  ``open_version`` (``storage.version``). ``verify`` re-checks a version's bytes at any time.
+
+Wall-clock times are kept out of every checksummed or compared file: they live in the
+version's ``events.json`` only, so a resumed run and an uninterrupted run with the same inputs
+store identical bytes everywhere else.
+
+Concurrency: on a local file system, processes may write shards of one draft at once (OS file
+locks per shard, released if a writer dies; see ``storage.draft``). On object stores there
+are no locks: one run per version at a time is the caller's responsibility; reading is always
+safe, since published versions never change.
+
+    store = LabelStore("s3://bucket/labels")   # or a local path, or memory://...
+    version_id = content_id(manifest=manifest, teacher_sha256=sha, blend=blend.model_dump())
+    draft = store.open_draft(version_id, manifest=manifest, metadata={"lineage": {...}})
+    for shard in draft.pending_shards():
+        draft.write_shard(shard, labels_for(draft.shard_entries(shard)))
+    version = draft.publish()
+    version.read("0001").blended_alpha   # (H, W) uint8
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from storage.draft import DraftVersion, Progress, now_iso
+from storage.errors import VersionNotFound
+from storage.layout import (
+    SCHEMA_VERSION,
+    StoreRoot,
+    canonical_json,
+    commit_path,
+    committed_shards,
+    latest_path,
+    lock_path,
+    shard_dir,
+    shard_name,
+    version_document,
+)
+from storage.locking import file_lock
+from storage.manifest import Manifest
+from storage.shards import check_shard, label_kinds
+from storage.version import LabelVersion
+
+ID_LENGTH = 16  # hex digits of the sha256 kept in a version id: 64 bits, collisions negligible
+_VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+DEFAULT_SHARD_SIZE = 64
+DEFAULT_LOCK_TIMEOUT_S = 600.0  # a shard write or a publish may take minutes on big images
+
+
+def content_id(*, manifest: Manifest, teacher_sha256: str, blend: dict,
+               extra: dict | None = None) -> str:
+    """The id of the label version made from these inputs: ``"v-"`` + 16 hex digits.
+
+    ``blend`` and ``extra`` must be plain JSON values (``model_dump(mode="json")`` of a
+    config); ``extra`` should hold everything else that changes the stored bytes.
+    """
+    if not isinstance(teacher_sha256, str) or not _SHA256.fullmatch(teacher_sha256):
+        raise ValueError(f"teacher_sha256 must be 64 lowercase hex digits, got {teacher_sha256!r}")
+    if not isinstance(blend, dict) or not isinstance(extra, dict | None):
+        raise ValueError(f"blend and extra must be dicts, got {type(blend).__name__} and "
+                         f"{type(extra).__name__}")
+    inputs = {"schema": SCHEMA_VERSION, "manifest": manifest.digest(),
+              "teacher_sha256": teacher_sha256, "blend": blend, "extra": extra or {}}
+    return "v-" + hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:ID_LENGTH]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version in ``LabelStore.versions()``; ``counts`` is None for a draft."""
+
+    version_id: str
+    corpus: str
+    published: bool
+    created_at: str | None
+    counts: dict | None
+    metadata: dict = field(repr=False)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``LabelStore.verify`` found: ``ok`` is True when no checked shard is damaged.
+
+    ``damaged_shards`` are shard numbers; ``problems`` says what is wrong with each. For a
+    draft, only committed shards are checked and the others are listed in ``pending_shards``.
+    """
+
+    version_id: str
+    ok: bool
+    published: bool
+    checked_shards: int
+    damaged_shards: list[int]
+    problems: dict[int, str]
+    pending_shards: list[int]
+
+
+class LabelStore:
+    """A folder of label versions: a local path (created if missing) or any fsspec URL.
+
+    ``lock_timeout_s`` bounds how long a writer waits for another one's lock (local stores);
+    ``storage_options`` go to fsspec (credentials, endpoint, ...). Picklable.
+    """
+
+    def __init__(self, url: str | os.PathLike, *, storage_options: dict | None = None,
+                 lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+        self.url = os.fspath(url)
+        self.storage_options = dict(storage_options or {})
+        self.lock_timeout_s = lock_timeout_s
+        self._root  # noqa: B018 (creates a local store's folder now, not on first write)
+
+    def __reduce__(self) -> tuple:
+        return (_reopen_store, (self.url, self.storage_options, self.lock_timeout_s))
+
+    def __repr__(self) -> str:
+        return f"LabelStore({self.url!r})"
+
+    @cached_property
+    def _root(self) -> StoreRoot:
+        return StoreRoot(self.url, storage_options=self.storage_options)
+
+    def open_draft(self, version_id: str, *, manifest: Manifest, metadata: dict,
+                   shard_size: int = DEFAULT_SHARD_SIZE,
+                   store_teacher_alpha: bool = False) -> DraftVersion:
+        """Create the draft of ``version_id``, or resume it if it exists with the same inputs.
+
+        ``metadata`` (plain JSON) is kept in the version: lineage (parent version, teacher id,
+        EMA round), blend settings, teacher info. ValueError naming the differing fields when
+        an existing draft was opened with other inputs.
+        """
+        _check_version_id(version_id)
+        if not isinstance(shard_size, int) or shard_size < 1:
+            raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
+        draft = {
+            "schema": SCHEMA_VERSION, "version": version_id, "corpus": manifest.corpus,
+            "manifest_digest": manifest.digest(), "shard_size": shard_size,
+            "shard_count": -(-len(manifest) // shard_size),
+            "kinds": list(label_kinds(teacher_alpha=store_teacher_alpha)), "metadata": metadata,
+        }
+        canonical_json(draft)  # ValueError here, before anything is written
+        with self._lock(version_id):
+            existing = self._root.read_json(version_document(version_id, "draft.json"))
+            if existing is None:
+                self._create_draft(version_id, draft, manifest)
+            elif canonical_json(existing) != canonical_json(draft):
+                differing = sorted(k for k in draft if canonical_json(existing.get(k))
+                                   != canonical_json(draft[k]))
+                raise ValueError(f"version {version_id} already exists in {self.url} with other "
+                                 f"{', '.join(differing)}; a version id must name one set of "
+                                 "inputs (see content_id)")
+        return DraftVersion(self, version_id, existing or draft, manifest)
+
+    def draft(self, version_id: str) -> DraftVersion:
+        """Reopen an existing draft (or published version) to write shards, e.g. in a worker."""
+        draft = self._root.read_json(version_document(version_id, "draft.json"))
+        manifest = self._root.read_bytes(version_document(version_id, "manifest.json"))
+        if draft is None or manifest is None:
+            raise VersionNotFound(f"no draft {version_id!r} in {self.url}: create it with "
+                                  "open_draft first")
+        return DraftVersion(self, version_id, draft, Manifest.from_json(manifest))
+
+    def versions(self) -> list[VersionInfo]:
+        """Every version and draft in the store, oldest first."""
+        infos = [self._info(name) for name in self._root.list_names("versions")]
+        infos = [info for info in infos if info is not None]
+        return sorted(infos, key=lambda info: (info.created_at or "", info.version_id))
+
+    def latest(self, *, corpus: str | None = None) -> str | None:
+        """The last version published in the store (or for ``corpus``), None if none."""
+        pointer = self._root.read_json(latest_path(corpus))
+        return None if pointer is None else pointer["version"]
+
+    def open_version(self, version_id: str) -> LabelVersion:
+        """A published version by id, or ``"latest"``; VersionNotFound / IncompleteVersion."""
+        version = LabelVersion(self.url, self._resolve(version_id),
+                               storage_options=self.storage_options)
+        version.document  # noqa: B018 (raises now if missing or unpublished)
+        return version
+
+    def verify(self, version_id: str, *, progress: Progress | None = None) -> VerifyReport:
+        """Recompute every committed shard's checksum from its stored bytes; never raises on
+        damage (undecodable chunks, missing files and altered markers are reported)."""
+        version_id = self._resolve(version_id)
+        published = self._root.read_json(version_document(version_id, "version.json"))
+        draft = published or self._root.read_json(version_document(version_id, "draft.json"))
+        if draft is None:
+            raise VersionNotFound(f"no label version {version_id!r} in {self.url}")
+        committed = set(committed_shards(self._root, version_id))
+        shards = range(draft["shard_count"]) if published else sorted(committed)
+        problems = {}
+        for shard in (progress or iter)(shards):
+            problem = self._check_stored_shard(version_id, shard, published)
+            if problem is not None:
+                problems[shard] = problem
+        return VerifyReport(version_id, ok=not problems, published=published is not None,
+                            checked_shards=len(shards), damaged_shards=sorted(problems),
+                            problems=problems,
+                            pending_shards=sorted(set(range(draft["shard_count"])) - committed))
+
+    def _check_stored_shard(self, version_id: str, shard: int, published: dict | None
+                            ) -> str | None:
+        folder = self._root.path(shard_dir(version_id, shard))
+        where = f"shard {shard} of version {version_id} ({folder})"
+        try:
+            marker = self._root.read_json(commit_path(version_id, shard))
+        except ValueError as error:
+            return f"{where}: commit marker unreadable: {error}"
+        if marker is None:
+            return f"{where}: commit marker missing"
+        expected = published and published["shard_checksums"].get(shard_name(shard))
+        if published and marker.get("checksum") != expected:
+            return f"{where}: commit marker says {marker.get('checksum')}, version.json {expected}"
+        store = self._root.zarr_store(shard_dir(version_id, shard), read_only=True)
+        return check_shard(store, marker, consolidated=published is not None, where=where)
+
+    def _resolve(self, version_id: str) -> str:
+        if version_id != "latest":
+            _check_version_id(version_id)
+            return version_id
+        latest = self.latest()
+        if latest is None:
+            raise VersionNotFound(f"no version has been published in {self.url} yet")
+        return latest
+
+    def _info(self, version_id: str) -> VersionInfo | None:
+        published = self._root.read_json(version_document(version_id, "version.json"))
+        document = published or self._root.read_json(version_document(version_id, "draft.json"))
+        if document is None:  # a draft killed before its draft.json was written
+            return None
+        events = self._root.read_json(version_document(version_id, "events.json")) or {}
+        return VersionInfo(version_id, document["corpus"], published is not None,
+                           events.get("created_at"), document.get("counts"),
+                           document["metadata"])
+
+    def _create_draft(self, version_id: str, draft: dict, manifest: Manifest) -> None:
+        # draft.json last: its presence means the draft and its manifest exist.
+        self._root.write_json(version_document(version_id, "events.json"),
+                              {"created_at": now_iso()})
+        self._root.write_bytes(version_document(version_id, "manifest.json"),
+                               manifest.to_json().encode())
+        self._root.write_json(version_document(version_id, "draft.json"), draft)
+
+    def _lock(self, version_id: str, *, shard: int | None = None
+              ) -> contextlib.AbstractContextManager:
+        """The draft's (or one shard's) exclusive lock; a no-op on non-local stores."""
+        if not self._root.local:
+            return contextlib.nullcontext()
+        what = f"version {version_id}" if shard is None else f"shard {shard} of {version_id}"
+        return file_lock(self._root.path(lock_path(version_id, shard)), what=what,
+                         timeout_s=self.lock_timeout_s)
+
+    def _move_latest(self, version_id: str, corpus: str) -> None:
+        with self._pointer_lock():
+            self._root.write_json(latest_path(corpus), {"version": version_id})
+            self._root.write_json(latest_path(), {"version": version_id})
+
+    def _pointer_lock(self) -> contextlib.AbstractContextManager:
+        if not self._root.local:
+            return contextlib.nullcontext()
+        return file_lock(self._root.path("locks/latest.lock"), what=f"latest in {self.url}",
+                         timeout_s=self.lock_timeout_s)
+
+    def _drop_locks(self, version_id: str) -> None:
+        # Safe once published: anyone still waiting on these locks finds the version
+        # published and does nothing (write_shard and publish re-check under the lock).
+        self._root.remove_tree(f"locks/{version_id}")
+
+
+def _check_version_id(version_id: str) -> None:
+    if (not isinstance(version_id, str) or not _VERSION_ID.fullmatch(version_id)
+            or version_id == "latest"):
+        raise ValueError(f"version id {version_id!r} is not usable: expected letters, digits, "
+                         "'.', '_' or '-' (as made by content_id), and not 'latest'")
+
+
+def _reopen_store(url: str, storage_options: dict, lock_timeout_s: float) -> LabelStore:
+    return LabelStore(url, storage_options=storage_options, lock_timeout_s=lock_timeout_s)
+

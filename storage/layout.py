@@ -1,0 +1,174 @@
+"""Where everything lives in a label store, and how its small JSON documents are written.
+
+A store is a folder (local path or any fsspec URL) laid out as::
+
+    latest.json                          {"version": id}: the store's last published version
+    corpora/<corpus>/latest.json         the same, per corpus name
+    locks/latest.lock                    local stores only: flock files (storage.locking)
+    locks/<id>/draft.lock, shard-<k>.lock    removed once <id> is published
+    versions/<id>/
+        draft.json                       what the draft was opened with (manifest digest,
+                                         shard size, kinds, caller metadata)
+        manifest.json                    the corpus manifest (storage.manifest)
+        shards/<k>/                      one zarr v3 group per shard, k zero-padded (00042)
+            zarr.json                    consolidated at publish
+            blended_alpha/ ...           1-D uint8 arrays: the shard's samples, concatenated
+        commits/<k>.json                 shard k's commit marker: index + checksum (written last)
+        version.json                     written by publish: the version is complete
+        events.json                      wall-clock times; the only file that differs between
+                                         a resumed and an uninterrupted run
+
+Documents are JSON with sorted keys, so equal content is equal bytes. On a local file system
+each is written to ``<name>.partial`` and renamed into place (atomic); the ``.partial`` name is
+fixed so that the next writer of that document, who holds the same lock, replaces any leftover
+of a killed one. On object stores one PUT is already atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any
+
+import fsspec
+import zarr.storage
+from fsspec.implementations.local import LocalFileSystem
+
+SCHEMA_VERSION = 1  # of this layout; part of every content id
+
+
+def canonical_json(value: Any) -> str:
+    """Compact, key-sorted JSON: the bytes that content ids and checksums are taken over.
+
+    Raises ValueError for values JSON cannot hold exactly (NaN, sets, arrays, objects).
+    """
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"expected plain JSON values (dict, list, str, int, float, bool, "
+                         f"None), got {error}") from None
+
+
+def document_bytes(value: Any) -> bytes:
+    """How a stored JSON document is written: key-sorted and indented, UTF-8, final newline."""
+    canonical_json(value)  # the same validation and error
+    return (json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
+
+
+def shard_name(shard: int) -> str:
+    return f"{shard:05d}"
+
+
+def version_dir(version_id: str) -> str:
+    return f"versions/{version_id}"
+
+
+def shard_dir(version_id: str, shard: int) -> str:
+    return f"versions/{version_id}/shards/{shard_name(shard)}"
+
+
+def commit_path(version_id: str, shard: int) -> str:
+    return f"versions/{version_id}/commits/{shard_name(shard)}.json"
+
+
+def committed_shards(root: StoreRoot, version_id: str) -> list[int]:
+    """Shards of ``version_id`` that have a commit marker (one listing of ``commits/``)."""
+    names = root.list_names(f"versions/{version_id}/commits")
+    return sorted(int(name[: -len(".json")]) for name in names
+                  if name.endswith(".json") and name[: -len(".json")].isdigit())
+
+
+def version_document(version_id: str, name: str) -> str:
+    """Path of ``draft.json``, ``manifest.json``, ``version.json`` or ``events.json``."""
+    return f"versions/{version_id}/{name}"
+
+
+def latest_path(corpus: str | None = None) -> str:
+    return "latest.json" if corpus is None else f"corpora/{corpus}/latest.json"
+
+
+def lock_path(version_id: str, shard: int | None = None) -> str:
+    name = "draft.lock" if shard is None else f"shard-{shard_name(shard)}.lock"
+    return f"locks/{version_id}/{name}"
+
+
+class StoreRoot:
+    """The file system and root folder of one store, addressed by '/'-separated relative paths.
+
+    ``url`` is a local path (created if missing) or an fsspec URL; ``local`` says whether OS
+    file locks and atomic renames are available.
+    """
+
+    def __init__(self, url: str | os.PathLike, *, storage_options: dict | None = None) -> None:
+        self.url = os.fspath(url)
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        self.root = self.root.rstrip("/") or "/"
+        self.local = isinstance(self.fs, LocalFileSystem)
+        if self.local:
+            os.makedirs(self.root, exist_ok=True)
+
+    def path(self, relative: str) -> str:
+        return f"{self.root.rstrip('/')}/{relative}"
+
+    def exists(self, relative: str) -> bool:
+        return self.fs.exists(self.path(relative))
+
+    def read_bytes(self, relative: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+        try:
+            return self.fs.cat_file(self.path(relative))
+        except FileNotFoundError:
+            return None
+
+    def read_json(self, relative: str) -> Any:
+        """The parsed document, or None when it does not exist; ValueError naming it if bad."""
+        data = self.read_bytes(relative)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError as error:
+            raise ValueError(f"{self.path(relative)} is not valid JSON: {error}") from None
+
+    def write_json(self, relative: str, value: Any) -> None:
+        """Write a document atomically (see the module docstring); parents are created."""
+        self.write_bytes(relative, document_bytes(value))
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        target = self.path(relative)
+        if not self.local:
+            self.fs.pipe_file(target, data)
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        partial = target + ".partial"
+        with open(partial, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+
+    def list_names(self, relative: str) -> list[str]:
+        """Names directly inside a folder (sorted; empty when the folder does not exist)."""
+        try:
+            listing = self.fs.ls(self.path(relative), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in listing)
+
+    def remove_tree(self, relative: str) -> None:
+        """Delete a folder and everything in it; nothing happens when it does not exist."""
+        target = self.path(relative)
+        with contextlib.suppress(FileNotFoundError):  # also when another process removes it
+            self.fs.rm(target, recursive=True)
+
+    def zarr_store(self, relative: str, *, read_only: bool) -> zarr.storage.StoreLike:
+        """A zarr store rooted at ``relative`` (LocalStore locally, FsspecStore elsewhere)."""
+        if self.local:
+            return zarr.storage.LocalStore(self.path(relative), read_only=read_only)
+        url = self.fs.unstrip_protocol(self.path(relative))
+        return zarr.storage.FsspecStore.from_url(
+            url, storage_options=self.storage_options or None, read_only=read_only
+        )

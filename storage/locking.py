@@ -1,0 +1,91 @@
+"""Exclusive locks for label store writers: OS file locks, released when the holder dies.
+
+``fcntl.flock`` is used (not ``lockf``): the kernel drops it when the holding process exits for
+any reason, SIGKILL included, so a killed relabel run never leaves a stale lock behind; and two
+``open()`` calls conflict even inside one process, so threads are excluded too. The lock file
+holds a line naming the holder (pid, host, time), shown in ``VersionLocked`` messages.
+
+Object stores (S3, GCS, ``memory://``) have no such lock: there the label store takes none,
+and running one writer per version at a time is the caller's responsibility.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+from storage.errors import VersionLocked
+
+_POLL_S = (0.02, 0.5)  # first and longest wait between attempts
+
+
+@contextlib.contextmanager
+def file_lock(path: str, *, what: str, timeout_s: float) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created) for the ``with`` body.
+
+    Waits up to ``timeout_s`` seconds for another holder, then raises ``VersionLocked``
+    naming ``what`` (e.g. "shard 3 of version v-1234") and the holder.
+    """
+    with _open_lock_file(path) as handle:
+        _acquire(handle, what=what, timeout_s=timeout_s)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(_holder_line() + "\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _open_lock_file(path: str) -> TextIO:
+    # A publish removes its version's lock folder (storage.labelstore): a late writer may see
+    # it vanish between creating and opening, and simply creates it again.
+    for _ in range(100):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            return open(path, "a+")
+    raise FileNotFoundError(f"cannot create lock file {path}: its folder keeps disappearing")
+
+
+def _acquire(handle: TextIO, *, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    pause = _POLL_S[0]
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise VersionLocked(
+                    f"{what} is locked by {read_holder(handle.name)} (waited {timeout_s:g} s); "
+                    "another writer is working on it: wait for it or stop it"
+                ) from None
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(2 * pause, _POLL_S[1])
+
+
+def read_holder(path: str) -> str:
+    """The holder line of a lock file, or 'an unknown process' when it is empty."""
+    try:
+        with open(path) as handle:
+            line = handle.readline().strip()
+    except FileNotFoundError:
+        line = ""
+    return line or "an unknown process"
+
+
+def _holder_line() -> str:
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    return json.dumps(holder, sort_keys=True)
