@@ -1,0 +1,158 @@
+"""The built-in benchmark: determinism, independence of count, hard mattes, annotated masks."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlb.cli import main
+from mlb.data import synth
+from mlb.data.corpus import find_matte_samples, find_segmentation_samples, find_validation_samples
+from mlb.data.imageio import read_alpha, read_image, read_mask
+
+SIZE = 96
+
+
+def file_bytes(root):
+    return {path.relative_to(root).as_posix(): path.read_bytes()
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    composite = synth.make_composite_corpus(root / "matte", count=4, size=SIZE, seed=7)
+    natural = synth.make_natural_corpus(root / "natural", count=4, size=SIZE, seed=7)
+    return root, composite, natural
+
+
+def test_composite_layout_reads_back(corpora):
+    root, summary, _ = corpora
+    assert summary.count == 4 and summary.domain == "composite" and summary.seconds > 0
+    assert sorted(p.name for p in (root / "matte").iterdir()) == ["alpha", "bg", "fg",
+                                                                  "synth.json"]
+    scan = find_matte_samples(root / "matte/fg", root / "matte/alpha", root / "matte/bg")
+    assert [s.sample_id for s in scan.samples] == ["00000", "00001", "00002", "00003"]
+    assert len(scan.backgrounds) == 4 and scan.quarantine == ()
+    image = read_image(scan.samples[0].foreground_path)
+    assert image.shape == (SIZE, SIZE, 3)
+    assert read_alpha(scan.samples[0].alpha_path, size=image.shape[:2]).shape == (SIZE, SIZE)
+    record = json.loads((root / "matte/synth.json").read_text())
+    assert record == {"generator": "mlb.data.synth", "version": synth.GENERATOR_VERSION,
+                      "domain": "composite", "count": 4, "size": SIZE, "seed": 7}
+
+
+def test_natural_layout_reads_back(corpora):
+    root, _, summary = corpora
+    assert summary.domain == "natural"
+    images, masks = root / "natural/images", root / "natural/masks"
+    assert len(find_segmentation_samples(images, masks).samples) == 4
+    assert len(find_validation_samples(images, root / "natural/alphas").samples) == 4
+    for path in sorted(images.iterdir()):
+        assert path.suffix == ".jpg"
+        with Image.open(path) as opened:
+            assert opened.format == "JPEG" and opened.size == (SIZE, SIZE)
+
+
+def test_same_seed_same_bytes_other_seed_differs(corpora, tmp_path):
+    root, _, _ = corpora
+    synth.make_composite_corpus(tmp_path / "again", count=4, size=SIZE, seed=7)
+    assert file_bytes(tmp_path / "again") == file_bytes(root / "matte")
+    synth.make_natural_corpus(tmp_path / "other", count=2, size=SIZE, seed=8)
+    other = file_bytes(tmp_path / "other")
+    original = file_bytes(root / "natural")
+    assert all(other[name] != original[name] for name in other if name != "synth.json")
+
+
+def test_sample_i_does_not_depend_on_count(corpora, tmp_path):
+    root, _, _ = corpora
+    synth.make_natural_corpus(tmp_path / "two", count=2, size=SIZE, seed=7)
+    two = file_bytes(tmp_path / "two")
+    four = file_bytes(root / "natural")
+    for name in ("images/00001.jpg", "masks/00001.png", "alphas/00000.png"):
+        assert two[name] == four[name]
+
+
+def transition_stats(alpha):
+    coded = np.rint(alpha * 255)
+    transition = (coded > 0) & (coded < 255)
+    hard = (coded > 127).astype(np.uint8)
+    edge = cv2.morphologyEx(hard, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    # edge marks a 2-px line along the outline; a bare anti-aliased outline has a transition
+    # region about that long and one pixel wide.
+    return transition.sum() / (coded > 0).sum(), transition.sum() / (edge.sum() / 2)
+
+
+def test_transition_region_is_wide_and_intricate():
+    stats = np.array([transition_stats(synth.render_composite_sample(0, index, 128)["alpha"])
+                      for index in range(10)])
+    share, width = stats[:, 0], stats[:, 1]
+    assert 0.05 < share.mean() < 0.4  # of the person's pixels, a sizeable part is partial
+    assert width.min() > 1.0 and width.mean() > 1.5  # wider than an anti-aliased outline
+
+
+def test_semi_transparent_parts_and_strands_exist():
+    alphas = [synth.render_composite_sample(3, index, 128)["alpha"] for index in range(12)]
+    mid = [float(((a > 0.25) & (a < 0.75)).mean()) for a in alphas]
+    assert max(mid) > 0.02  # a veil, a shawl or motion blur: large mid-alpha areas
+    faint = [float(((a > 0) & (a < 0.25)).mean()) for a in alphas]
+    assert min(faint) > 0.0005  # every person has faint strands / soft edges
+
+
+def test_natural_masks_look_annotated():
+    for index in range(6):
+        sample = synth.render_natural_sample(0, index, 128)
+        mask, alpha = sample["coarse_mask"], sample["alpha"]
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+        assert 60 <= sample["quality"] <= 90
+        truth = alpha > 0.5
+        mask = mask.astype(bool)
+        iou = (mask & truth).sum() / (mask | truth).sum()
+        assert 0.85 < iou < 0.995  # jittered and simplified, but the same person
+        faint = (alpha > 0) & (alpha < 0.3)
+        assert mask[faint].mean() < 0.5  # strands and faint edges are mostly not traced
+
+
+def test_foreground_is_finite_everywhere():
+    foreground, alpha = synth.render_person(np.random.default_rng(5), 64)
+    assert foreground.shape == (64, 64, 3) and alpha.shape == (64, 64)
+    assert np.isfinite(foreground).all() and foreground.min() >= 0 and foreground.max() <= 255
+    assert alpha.min() >= 0 and alpha.max() <= 1 and alpha.max() == 1
+
+
+def test_coarse_mask_from_alpha_drops_strands():
+    alpha = np.zeros((128, 128), np.float32)
+    alpha[40:128, 30:98] = 1.0
+    cv2.line(alpha, (64, 40), (64, 5), 1.0, 1)  # a 1-px strand fully opaque
+    mask = synth.coarse_mask_from_alpha(alpha, rng=np.random.default_rng(0))
+    assert mask[5:30, 60:69].sum() == 0
+    assert mask[60:120, 40:90].mean() == 1
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match=r"count"):
+        synth.make_composite_corpus(tmp_path, count=0, size=64)
+    with pytest.raises(ValueError, match=r"size"):
+        synth.make_natural_corpus(tmp_path, count=1, size=8)
+
+
+def test_cli_generates_and_previews(tmp_path, capsys):
+    assert main(["synth", "composite", "--out", str(tmp_path / "m"), "--count", "2",
+                 "--size", "64", "--quiet"]) == 0
+    assert main(["synth", "natural", "--out", str(tmp_path / "n"), "--count", "3",
+                 "--size", "64", "--seed", "2", "--quiet"]) == 0
+    assert "natural: 3 samples of 64px" in capsys.readouterr().out
+    out = tmp_path / "preview.png"
+    assert main(["synth", "preview", "--composite", str(tmp_path / "m"), "--natural",
+                 str(tmp_path / "n"), "--out", str(out), "--height", "64"]) == 0
+    grid = read_image(out)
+    assert grid.shape[0] == 5 * 64 + 6 * 4  # five rows of tiles with gaps
+    assert read_mask(tmp_path / "n/masks/00002.png").shape == (64, 64)
+
+
+def test_cli_reports_bad_values_in_one_line(tmp_path, capsys):
+    assert main(["synth", "natural", "--out", str(tmp_path), "--count", "0"]) == 2
+    assert "count must be >= 1" in capsys.readouterr().err
+    assert main(["synth", "preview", "--out", str(tmp_path / "p.png")]) == 2
