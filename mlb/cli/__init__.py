@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("synth",)
+COMMANDS: tuple[str, ...] = ("relabel", "labels", "train", "evaluate", "predict", "export", "synth")
 
 
 class UsageError(Exception):

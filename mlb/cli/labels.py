@@ -1,0 +1,129 @@
+"""``mlb labels``: look at and check the label versions in a store.
+
+    mlb labels list --store labels/
+    mlb labels show latest --store labels/
+    mlb labels verify v-0123456789abcdef --store labels/
+    mlb labels preview latest --store labels/ --out preview.png --count 8
+
+``verify`` recomputes every shard's checksum from the stored bytes and exits 1 naming each
+damaged shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tqdm import tqdm
+
+from storage import IncompleteVersion, LabelStore, VersionInfo
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("labels", help="list, show, verify and preview label versions",
+                                   description="Look at and check the label versions in a store.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="every version and draft in the store")
+    listing.add_argument("--store", required=True, help="label store: folder or fsspec URL")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=run_list)
+
+    show = actions.add_parser("show", help="metadata, counts and lineage of one version")
+    _version_arguments(show)
+    show.set_defaults(func=run_show)
+
+    verify = actions.add_parser("verify", help="recompute every shard's checksum")
+    _version_arguments(verify)
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(func=run_verify)
+
+    preview = actions.add_parser(
+        "preview", help="PNG grid: image | teacher (or boundary) | blended | mask")
+    _version_arguments(preview)
+    preview.add_argument("--out", required=True, help="PNG file to write")
+    preview.add_argument("--count", type=int, default=8, help="rows (samples) in the grid")
+    preview.add_argument("--height", type=int, default=160, help="tile height in pixels")
+    preview.set_defaults(func=run_preview)
+
+
+def _version_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("version", metavar="VERSION", help="version id, or 'latest'")
+    parser.add_argument("--store", required=True, help="label store: folder or fsspec URL")
+
+
+def _row(info: VersionInfo, latest: str | None) -> list[str]:
+    counts = info.counts or {}
+    teacher = info.metadata.get("teacher", {})
+    lineage = info.metadata.get("lineage", {})
+    state = "published" if info.published else "draft"
+    return [info.version_id + (" *" if info.version_id == latest else ""), info.corpus, state,
+            info.created_at or "-", str(counts.get("labelled", "-")),
+            str(counts.get("quarantined", "-")), (teacher.get("sha256") or "-")[:12],
+            teacher.get("weights", "-"), lineage.get("parent_version") or "-"]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    store = LabelStore(args.store)
+    infos, latest = store.versions(), store.latest()
+    if args.json:
+        print(json.dumps([{"version_id": i.version_id, "corpus": i.corpus,
+                           "published": i.published, "created_at": i.created_at,
+                           "counts": i.counts, "latest": i.version_id == latest,
+                           "metadata": i.metadata} for i in infos], indent=1, sort_keys=True))
+        return 0
+    header = ["VERSION", "CORPUS", "STATE", "CREATED", "LABELLED", "QUARANTINED", "TEACHER",
+              "WEIGHTS", "PARENT"]
+    rows = [header] + [_row(info, latest) for info in infos]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    if not infos:
+        print(f"(no versions in {args.store})")
+    return 0
+
+
+def describe(store: LabelStore, version: str) -> dict:
+    """What ``show`` prints: a published version's document, or a draft's progress."""
+    try:
+        opened = store.open_version(version)
+    except IncompleteVersion:
+        draft = store.draft(version)
+        return {"version_id": version, "published": False, "corpus": draft.manifest.corpus,
+                "shard_count": draft.shard_count, "pending_shards": draft.pending_shards(),
+                "samples": len(draft.manifest), "metadata": draft.metadata}
+    document = dict(opened.document)
+    document.pop("shard_checksums", None)  # one line per shard: verify is the tool for those
+    return {"version_id": opened.version_id, "published": True, **document}
+
+
+def run_show(args: argparse.Namespace) -> int:
+    print(json.dumps(describe(LabelStore(args.store), args.version), indent=1, sort_keys=True))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    def progress(shards: object) -> object:
+        return tqdm(shards, unit="shard", desc="verify", disable=True if args.quiet else None)
+
+    report = LabelStore(args.store).verify(args.version, progress=progress)
+    for shard in report.damaged_shards:
+        print(f"damaged shard {shard}: {report.problems[shard]}", file=sys.stderr)
+    state = "published" if report.published else f"draft, {len(report.pending_shards)} pending"
+    if report.ok:
+        print(f"{report.version_id}: ok, {report.checked_shards} shards verified ({state})")
+        return 0
+    print(f"{report.version_id}: {len(report.damaged_shards)} of {report.checked_shards} "
+          f"shards damaged: {', '.join(map(str, report.damaged_shards))}", file=sys.stderr)
+    return 1
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from mlb.labelset import preview_version  # torch + torchvision: only when needed
+
+    path = preview_version(args.store, args.version, args.out, count=args.count,
+                           height=args.height)
+    print(path)
+    return 0

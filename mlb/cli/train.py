@@ -1,0 +1,186 @@
+"""``mlb train teacher|student|ddc``: the three training recipes of mlb.train.
+
+    mlb train teacher --matte data/matte --pretrain-seg data/img data/mask \\
+        --model unet_r101 --pretrain-steps 2000 --steps 1000 --out runs/teacher.pt
+    mlb train student --store labels/ --labels latest --model unet_r18 --steps 2000 \\
+        --init runs/teacher.pt --out runs/student.pt
+    mlb train ddc --images data/img --masks data/mask --model unet_r18 --steps 2000 \\
+        --out runs/ddc.pt
+
+Each writes a checkpoint at --out (every --checkpoint-every steps and at the end) with a
+loss-curve PNG next to it; --resume continues an interrupted run from it. Learning rates
+default per recipe (method.md: pre-training 1e-4, fine-tuning and student 5e-5); short CPU
+runs want --lr 3e-4 to 1e-3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlb.data.augment import AugmentConfig
+from mlb.losses import LossConfig
+from mlb.train import (
+    DdcRequest,
+    StudentRequest,
+    TeacherRequest,
+    TrainConfig,
+    TrainSummary,
+    train_ddc,
+    train_student,
+    train_teacher,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a teacher, a student or a DDC model",
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    recipes = parser.add_subparsers(dest="recipe", metavar="RECIPE", required=True)
+    _add_teacher(recipes)
+    _add_student(recipes)
+    _add_ddc(recipes)
+
+
+def _add_teacher(recipes: argparse._SubParsersAction) -> None:
+    parser = recipes.add_parser(
+        "teacher", help="pre-train on masks (optional), fine-tune on composites")
+    parser.add_argument("--matte", required=True,
+                        help="matte corpus folder with fg/, alpha/ and bg/ (mlb synth layout)")
+    parser.add_argument("--pretrain-seg", nargs=2, metavar=("IMAGES", "MASKS"), default=None,
+                        help="segmentation corpus for mask pre-training (MSE)")
+    parser.add_argument("--pretrain-steps", type=int, default=0,
+                        help="pre-training steps (needs --pretrain-seg); kept as OUT.pretrain.pt")
+    parser.add_argument("--pretrain-lr", type=float, default=None, help="default 1e-4")
+    _add_common(parser)
+    parser.set_defaults(func=_run_teacher)
+
+
+def _add_student(recipes: argparse._SubParsersAction) -> None:
+    parser = recipes.add_parser("student", help="train on a cached blended label version")
+    parser.add_argument("--store", required=True, help="label store: folder or fsspec URL")
+    parser.add_argument("--labels", default="latest", help="label version id (default latest)")
+    parser.add_argument("--init", default=None, help="start from this checkpoint's weights")
+    parser.add_argument("--weak-aug", action="store_true",
+                        help="weak augmentation only (ablation; default strong)")
+    ema = parser.add_mutually_exclusive_group()
+    ema.add_argument("--ema", dest="ema", action="store_true", default=None,
+                     help="keep an EMA copy even if the teacher's architecture differs")
+    ema.add_argument("--no-ema", dest="ema", action="store_false",
+                     help="no EMA copy (ablation)")
+    parser.add_argument("--ddc-weight", type=float, default=0.0,
+                        help="add W x (known + 10 x DDC) on the same images (default 0)")
+    _add_common(parser)
+    parser.set_defaults(func=_run_student)
+
+
+def _add_ddc(recipes: argparse._SubParsersAction) -> None:
+    parser = recipes.add_parser("ddc", help="known loss + 10 x DDC from coarse masks alone")
+    parser.add_argument("--images", required=True, help="folder of photos")
+    parser.add_argument("--masks", required=True, help="folder of coarse masks (same stems)")
+    parser.add_argument("--init", default=None, help="start from this checkpoint's weights")
+    parser.add_argument("--strong-aug", action="store_true", help="add colour augmentation")
+    _add_common(parser)
+    parser.set_defaults(func=_run_ddc)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    train = TrainConfig(steps=1)
+    parser.add_argument("--model", required=True, help="network name, e.g. unet_r18_w05")
+    parser.add_argument("--steps", type=int, required=True, help="optimiser steps")
+    parser.add_argument("--out", required=True, help="checkpoint path (.pt)")
+    parser.add_argument("--batch-size", type=int, default=train.batch_size)
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=train.weight_decay)
+    parser.add_argument("--warmup-steps", type=int, default=train.warmup_steps)
+    parser.add_argument("--grad-clip", type=float, default=train.grad_clip,
+                        help="max gradient norm (0: no clipping)")
+    parser.add_argument("--seed", type=int, default=train.seed)
+    parser.add_argument("--device", default=train.device, help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--no-amp", dest="amp", action="store_false",
+                        help="float32 on CUDA too (no bf16 autocast)")
+    parser.add_argument("--num-workers", type=int, default=train.num_workers)
+    parser.add_argument("--checkpoint-every", type=int, default=train.checkpoint_every)
+    parser.add_argument("--log-every", type=int, default=train.log_every)
+    parser.add_argument("--ema-momentum", type=float, default=None,
+                        help="keep an EMA copy with this per-step momentum (e.g. 0.999)")
+    _add_augment(parser)
+    parser.add_argument("--boundary-weight", type=float, default=LossConfig().boundary_weight)
+    restart = parser.add_mutually_exclusive_group()
+    restart.add_argument("--resume", action="store_true",
+                         help="continue the run saved at --out (a finished one is kept)")
+    restart.add_argument("--overwrite", action="store_true", help="start again over --out")
+    parser.add_argument("--stop-at-step", type=int, default=None,
+                        help="stop (and save) at this step; --resume continues later")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_augment(parser: argparse.ArgumentParser) -> None:
+    augment = AugmentConfig()
+    parser.add_argument("--crop-size", type=int, nargs="+", default=None,
+                        help=f"square crop sizes, one drawn per sample (default "
+                             f"{' '.join(map(str, augment.crop_sizes))})")
+    parser.add_argument("--output-size", type=int, default=None,
+                        help="crops are resized to this (default: the largest crop size)")
+    parser.add_argument("--aug-short-side", type=int, default=augment.short_side,
+                        help="short side before random scaling (0: keep the stored size)")
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        grad_clip=args.grad_clip or None, seed=args.seed, device=args.device, amp=args.amp,
+        num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every, ema_momentum=args.ema_momentum,
+    )
+
+
+def augment_from_args(args: argparse.Namespace) -> AugmentConfig:
+    crops = tuple(args.crop_size) if args.crop_size else AugmentConfig().crop_sizes
+    return AugmentConfig(
+        short_side=args.aug_short_side or None, crop_sizes=crops,
+        output_size=args.output_size or max(crops),
+    )
+
+
+def _shared(args: argparse.Namespace) -> dict:
+    return {"model": args.model, "out": args.out, "train": train_config_from_args(args),
+            "loss": LossConfig(boundary_weight=args.boundary_weight),
+            "augment": augment_from_args(args)}
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return {"resume": args.resume, "overwrite": args.overwrite,
+            "stop_at_step": args.stop_at_step, "progress": not args.quiet}
+
+
+def _run_teacher(args: argparse.Namespace) -> int:
+    images, masks = args.pretrain_seg or (None, None)
+    request = TeacherRequest(matte=args.matte, pretrain_images=images, pretrain_masks=masks,
+                             pretrain_steps=args.pretrain_steps, pretrain_lr=args.pretrain_lr,
+                             **_shared(args))
+    return _report(train_teacher(request, **_options(args)))
+
+
+def _run_student(args: argparse.Namespace) -> int:
+    request = StudentRequest(store=args.store, labels=args.labels, init=args.init,
+                             strong_augment=not args.weak_aug, ema=args.ema,
+                             ddc_weight=args.ddc_weight, **_shared(args))
+    return _report(train_student(request, **_options(args)))
+
+
+def _run_ddc(args: argparse.Namespace) -> int:
+    request = DdcRequest(images=args.images, masks=args.masks, init=args.init,
+                         strong_augment=args.strong_aug, **_shared(args))
+    return _report(train_ddc(request, **_options(args)))
+
+
+def _report(summary: TrainSummary) -> int:
+    state = "done" if summary.finished else "stopped"
+    labels = f", labels {summary.label_version}" if summary.label_version else ""
+    print(f"{summary.kind} {state} at step {summary.steps}: loss {summary.final_loss:.4f}, "
+          f"{summary.samples_per_second:.1f} samples/s{labels} -> {summary.checkpoint}")
+    if summary.curve:
+        print(f"loss curve: {summary.curve}", file=sys.stderr)
+    return 0

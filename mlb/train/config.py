@@ -1,0 +1,167 @@
+"""Training configuration: one :class:`TrainConfig` for the loop, one request per recipe.
+
+Every object here is a frozen, JSON-able pydantic model: the CLI builds them from flags, the
+Prefect flows pass them as parameters, and each checkpoint stores ``model_dump(mode="json")`` of
+the request it was trained from.
+
+Learning rates (method.md section 1, "Recipe"): pre-training 1e-4, teacher fine-tuning 5e-5,
+student 5e-5 (the paper's Adam at batch 16). ``TrainConfig.lr = None`` takes these per-recipe
+defaults (:data:`DEFAULT_LR`); short CPU runs on the tiny benchmark need larger values
+(about 3e-4 to 1e-3), so set ``lr`` explicitly there.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field
+
+from mlb.config import FrozenConfig
+from mlb.data.augment import AugmentConfig
+from mlb.data.trimap import DEFAULT_KERNEL_RANGE
+from mlb.losses import LossConfig
+from mlb.models import ModelConfig
+
+__all__ = [
+    "DEFAULT_EMA_MOMENTUM",
+    "DEFAULT_LR",
+    "DdcRequest",
+    "StudentRequest",
+    "TeacherRequest",
+    "TrainConfig",
+    "TrainSummary",
+]
+
+# method.md section 1 "Recipe" (pre-training, teacher fine-tuning, student); DDC: our choice,
+# the student's rate (the DDC reference fine-tunes at a similar order of magnitude).
+DEFAULT_LR: dict[str, float] = {
+    "teacher-pretrain": 1e-4,
+    "teacher": 5e-5,
+    "student": 5e-5,
+    "ddc": 5e-5,
+}
+# method.md section 1: "0.999 per step is the usual value" for the mean teacher.
+DEFAULT_EMA_MOMENTUM = 0.999
+
+
+def _path_to_str(value: object) -> object:
+    # Requests are stored in checkpoints (read with weights_only=True): str, never Path.
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _name_to_model_config(value: object) -> object:
+    """``"unet_r18"`` is short for ``{"name": "unet_r18"}``."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+PathText = Annotated[str, BeforeValidator(_path_to_str)]
+ModelField = Annotated[ModelConfig, BeforeValidator(_name_to_model_config)]
+
+
+class TrainConfig(FrozenConfig):
+    """The optimisation loop: AdamW, warmup + cosine decay, clipping, bf16 autocast on GPU."""
+
+    steps: int = Field(ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float | None = Field(None, gt=0.0)
+    """Peak learning rate; None takes the recipe's default (``DEFAULT_LR``)."""
+    weight_decay: float = Field(1e-4, ge=0.0)
+    """AdamW decoupled decay, applied to conv/linear weights only (not norms, not biases)."""
+    warmup_steps: int = Field(100, ge=0)
+    """Linear warmup from lr/(warmup+1) to lr, then cosine decay to 0 at ``steps``; capped
+    at ``steps // 10`` so that a short run still spends most of its steps decaying."""
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    """Max global gradient norm; None disables clipping."""
+    seed: int = Field(0, ge=0)
+    """Seeds the weights' initialisation and every sample (a pure function of seed and step)."""
+    device: str = "auto"
+    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ..."""
+    amp: bool = True
+    """bf16 autocast; on CUDA only (the CPU stays float32 and bit-reproducible)."""
+    channels_last: bool = True
+    """channels-last memory format; on CUDA only."""
+    num_workers: int = Field(0, ge=0)
+    checkpoint_every: int = Field(1000, ge=0)
+    """Save the checkpoint at ``out`` every N steps (0: only at the end) for ``resume``."""
+    log_every: int = Field(10, ge=1)
+    """Refresh the progress bar's loss every N steps (the curve keeps every step)."""
+    ema_momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    """Keep an EMA copy with this per-step momentum. None: the recipe decides (the student
+    keeps one at ``DEFAULT_EMA_MOMENTUM`` when its architecture is the teacher's)."""
+
+
+class TeacherRequest(FrozenConfig):
+    """Step 1 of MLB: optional pre-training on masks, then fine-tuning on composites."""
+
+    matte: PathText
+    """Matte corpus folder with ``fg/``, ``alpha/`` and ``bg/`` (the ``mlb synth`` layout)."""
+    pretrain_images: PathText | None = None
+    pretrain_masks: PathText | None = None
+    model: ModelField
+    out: PathText
+    pretrain_steps: int = Field(0, ge=0)
+    """Steps of mask pre-training (MSE); its checkpoint is kept as ``<out>.pretrain.pt``."""
+    pretrain_lr: float | None = Field(None, gt=0.0)
+    """None: ``DEFAULT_LR["teacher-pretrain"]`` (1e-4)."""
+    train: TrainConfig
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+
+class StudentRequest(FrozenConfig):
+    """Step 2 of MLB: the student learns from a cached blended label version."""
+
+    store: PathText
+    labels: str = "latest"
+    """Label version id in ``store``, or ``"latest"``."""
+    model: ModelField
+    out: PathText
+    init: PathText | None = None
+    """Checkpoint to start from (its model weights; must be the same architecture)."""
+    train: TrainConfig
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
+    strong_augment: bool = True
+    """Strong (weak + colour) augmentation; False for the weak/strong ablation."""
+    ema: bool | None = None
+    """Keep an EMA copy: None = when the teacher has the student's architecture or
+    ``train.ema_momentum`` is set; True / False force it."""
+    ddc_weight: float = Field(0.0, ge=0.0)
+    """Adds ``ddc_weight * (L_known + loss.ddc_weight * L_DDC)`` on the same natural images,
+    with trimaps from their coarse masks (method.md section 2: combining both seeds)."""
+
+
+class DdcRequest(FrozenConfig):
+    """Matting without alpha labels: known loss + 10 x DDC on trimaps from coarse masks."""
+
+    images: PathText
+    masks: PathText
+    model: ModelField
+    out: PathText
+    init: PathText | None = None
+    train: TrainConfig
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
+    strong_augment: bool = False
+    """Colour augmentation changes the colour distances DDC relies on; off by default."""
+    trimap_kernel_range: tuple[int, int] = DEFAULT_KERNEL_RANGE
+    """Elliptical erode/dilate kernel sizes (px, inclusive; method.md section 2)."""
+
+
+class TrainSummary(FrozenConfig):
+    """What a finished (or stopped) training run returns; JSON-able for the flows."""
+
+    checkpoint: str
+    kind: Literal["teacher-pretrain", "teacher", "student", "ddc"]
+    steps: int
+    """Steps done so far (equals the requested steps once finished)."""
+    finished: bool
+    final_loss: float
+    """Mean total loss over the last ``log_every`` steps."""
+    seconds: float
+    """Wall time of this invocation (0 when a finished checkpoint was found)."""
+    samples_per_second: float
+    label_version: str | None = None
+    curve: str | None = None
+    """The loss-curve PNG next to the checkpoint."""

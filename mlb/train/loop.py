@@ -1,0 +1,379 @@
+"""The training loop shared by every recipe: ``fit`` is the one entry point.
+
+Shape of torchvision's reference ``train.py``: small functions (``build_optimizer``,
+``learning_rate``, ``train_one_step``) composed by ``fit``. The model returns predictions; the
+recipe's ``loss_function(prediction, batch)`` turns them into named terms with a ``total``.
+
+Reproducibility: on the CPU a run is a pure function of its request. Weights are initialised
+by the recipe after ``torch.manual_seed(seed)``, samples come from ``mlb.train.sampling`` (a
+function of seed and step), the learning rate is a function of the step, and the checkpoint
+carries weights, optimiser moments, EMA copy, step and the per-step loss history, so a resumed
+run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mlb import __version__
+from mlb.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from mlb.models import MattingOutput, ModelConfig
+from mlb.train.config import TrainConfig, TrainSummary
+from mlb.train.curves import curve_path, save_loss_curve
+from mlb.train.ema import make_ema, update_ema
+from mlb.train.sampling import SeededSamples, StepSampler
+
+__all__ = [
+    "Batch",
+    "LossFunction",
+    "RunRecord",
+    "build_optimizer",
+    "fit",
+    "learning_rate",
+    "resolve_device",
+    "train_one_step",
+    "warmup_steps",
+]
+
+Batch = dict[str, Any]
+LossFunction = Callable[[MattingOutput, Batch], dict[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run writes besides its weights: where, which recipe, and its full request.
+
+    ``request`` is ``model_dump(mode="json")`` of the recipe's request: it is stored in the
+    checkpoint and must be equal when the run is resumed. ``lr`` is the peak learning rate.
+    """
+
+    out: Path
+    kind: str
+    model_config: ModelConfig
+    request: dict[str, Any]
+    lr: float
+    label_version: str | None = None
+    ema_momentum: float | None = None
+    """Keep an EMA copy (saved as ``ema_state_dict``) with this per-step momentum."""
+
+
+@dataclass
+class _State:
+    """The mutable part of a run, restored from a checkpoint on resume."""
+
+    step: int
+    history: dict[str, list[float]]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available here")
+    return device
+
+
+def learning_rate(step: int, *, peak: float, warmup_steps: int, total_steps: int) -> float:
+    """Rate of the step with 0-based index ``step``: linear warmup, then cosine decay to 0.
+
+    Warmup goes from ``peak / (warmup + 1)`` up to ``peak`` (never 0, so step 0 learns);
+    the cosine then runs over the remaining steps and reaches 0 after the last one.
+    """
+    if step < warmup_steps:
+        return peak * (step + 1) / (warmup_steps + 1)
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_steps(config: TrainConfig) -> int:
+    """``config.warmup_steps``, capped at a tenth of the run so that short runs still decay."""
+    return min(config.warmup_steps, config.steps // 10)
+
+
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with decay on conv / linear weights only: norms and biases are not shrunk
+    (torchvision's ``norm_weight_decay`` practice; decaying BN scales hurts small nets)."""
+    decayed, plain = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decayed if parameter.ndim > 1 else plain).append(parameter)
+    groups = [
+        {"params": decayed, "weight_decay": weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _to_device(batch: Batch, device: torch.device, *, channels_last: bool) -> Batch:
+    """Tensors to ``device``; the network's input in channels-last when asked (labels stay
+    contiguous: the losses reshape them)."""
+    moved = {key: value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
+             for key, value in batch.items()}
+    if channels_last:
+        moved["image"] = moved["image"].contiguous(memory_format=torch.channels_last)
+    return moved
+
+
+def train_one_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    loss_function: LossFunction,
+    *,
+    lr: float,
+    config: TrainConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """One optimiser step on ``batch`` (``"image"`` ``(B, 3, H, W)`` plus the recipe's labels).
+
+    The forward pass runs under bf16 autocast on CUDA (``config.amp``); the loss is computed in
+    float32 outside it. Returns the loss terms and the gradient norm as floats.
+    """
+    use_cuda = device.type == "cuda"
+    batch = _to_device(batch, device, channels_last=use_cuda and config.channels_last)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda and config.amp):
+        prediction = model(batch["image"])
+    prediction = MattingOutput(*(output.float() for output in prediction))
+    terms = loss_function(prediction, batch)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    grad_norm = _clip_gradients(model, config.grad_clip)
+    optimizer.step()
+    values = {name: float(value.detach()) for name, value in terms.items()}
+    values["grad_norm"] = grad_norm
+    return values
+
+
+def _clip_gradients(model: nn.Module, grad_clip: float | None) -> float:
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip or float("inf"))
+    return float(norm)
+
+
+def _check_finite(values: dict[str, float], step: int) -> None:
+    if not math.isfinite(values["total"]):
+        raise ValueError(
+            f"training diverged: loss is {values['total']} at step {step} "
+            f"(terms {values}); lower the learning rate or check the labels"
+        )
+
+
+def _start_state(
+    run: RunRecord,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: nn.Module | None,
+    *,
+    resume: bool,
+    overwrite: bool,
+) -> _State:
+    """A fresh state, or the one saved at ``run.out`` when resuming (same request only)."""
+    if not run.out.exists() or overwrite:
+        return _State(step=0, history={})
+    if not resume:
+        raise ValueError(
+            f"{run.out} exists; pass resume to continue it or overwrite to start again"
+        )
+    checkpoint = read_checkpoint(run.out)
+    _check_same_run(checkpoint, run)
+    model.load_state_dict(checkpoint.state_dict)
+    if checkpoint.optimizer_state is not None:
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+    if ema is not None and checkpoint.ema_state_dict is not None:
+        ema.load_state_dict(checkpoint.ema_state_dict)
+    history = {name: list(values) for name, values in checkpoint.history.items()}
+    return _State(step=checkpoint.step, history=history)
+
+
+def _check_same_run(checkpoint: Checkpoint, run: RunRecord) -> None:
+    """Resuming under another request would silently mix two runs: refuse it."""
+    stored = checkpoint.train_config.get("request", {})
+    if checkpoint.kind != run.kind or stored != run.request:
+        keys = sorted(set(stored) | set(run.request))
+        differing = [key for key in keys if stored.get(key) != run.request.get(key)]
+        raise ValueError(
+            f"cannot resume {run.out}: it was written by another run "
+            f"(kind {checkpoint.kind!r} vs {run.kind!r}; differing request fields: "
+            f"{', '.join(differing) or 'none'}); pass overwrite to start again"
+        )
+
+
+def _record(
+    history: dict[str, list[float]], step: int, lr: float, values: dict[str, float]
+) -> None:
+    for name, value in {"step": float(step), "lr": lr, **values}.items():
+        history.setdefault(name, []).append(value)
+
+
+def _recent_loss(history: dict[str, list[float]], window: int) -> float:
+    totals = history.get("total", [])
+    recent = totals[-window:]
+    return sum(recent) / len(recent) if recent else float("nan")
+
+
+def _save(
+    run: RunRecord,
+    state: _State,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: nn.Module | None,
+    *,
+    config: TrainConfig,
+    metrics: dict[str, float],
+) -> None:
+    checkpoint = Checkpoint(
+        model_config=run.model_config,
+        state_dict=_cpu_state(model),
+        kind=run.kind,
+        ema_state_dict=None if ema is None else _cpu_state(ema),
+        optimizer_state=optimizer.state_dict(),
+        step=state.step,
+        train_config={"request": run.request, "lr": run.lr, "ema_momentum": run.ema_momentum,
+                      "mlb_version": __version__},
+        label_version=run.label_version,
+        metrics=metrics,
+        history=state.history,
+    )
+    save_checkpoint(checkpoint, run.out)
+    save_loss_curve(
+        {k: v for k, v in state.history.items() if k != "grad_norm"},
+        curve_path(run.out),
+        title=f"{run.kind} {run.model_config.name} ({state.step}/{config.steps} steps)",
+    )
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    # Plain contiguous CPU tensors: the file loads anywhere and has no channels-last strides.
+    return {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
+
+
+def _loader(dataset: Dataset, config: TrainConfig, *, start: int, stop: int,
+            device: torch.device) -> DataLoader:
+    sampler = StepSampler(
+        len(dataset), batch_size=config.batch_size, seed=config.seed, start=start, stop=stop
+    )
+    return DataLoader(
+        SeededSamples(dataset, seed=config.seed),
+        batch_sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def fit(
+    model: nn.Module,
+    dataset: Dataset,
+    loss_function: LossFunction,
+    *,
+    config: TrainConfig,
+    run: RunRecord,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_at_step: int | None = None,
+    progress: bool = True,
+) -> TrainSummary:
+    """Train ``model`` for ``config.steps`` steps and save the checkpoint at ``run.out``.
+
+    Args:
+        model: the network, freshly initialised or loaded; moved to the run's device.
+        dataset: map-style, items are dicts with ``"image"`` ``(3, h, w)`` and the labels
+            ``loss_function`` reads; every item of a batch must have one size.
+        loss_function: ``(prediction, batch) -> {"total", ...}`` scalar tensors.
+        config: the loop's settings.
+        run: output path, recipe name, model config, request, peak lr and EMA momentum.
+        resume: continue from the checkpoint at ``run.out`` when it exists (it must come from
+            the same request); a finished one is returned as it is.
+        overwrite: start from scratch even when ``run.out`` exists (else ValueError).
+        stop_at_step: stop (and save) once this step is reached, before ``config.steps``;
+            a later call with ``resume`` continues (time-limited job slots, tests).
+        progress: show a tqdm bar (also off when stderr is not a terminal).
+
+    Returns:
+        The run's :class:`TrainSummary`; the checkpoint is saved every
+        ``config.checkpoint_every`` steps and at the end, with a loss-curve PNG next to it.
+    """
+    device = resolve_device(config.device)
+    model = _place(model, device, channels_last=config.channels_last)
+    optimizer = build_optimizer(model, lr=run.lr, weight_decay=config.weight_decay)
+    ema = make_ema(model) if run.ema_momentum is not None else None
+    state = _start_state(run, model, optimizer, ema, resume=resume, overwrite=overwrite)
+    stop = config.steps if stop_at_step is None else min(config.steps, stop_at_step)
+    if state.step >= stop:
+        return _summary(run, state, config, seconds=0.0, samples=0)
+    model.train()
+    started, samples = time.perf_counter(), 0
+    bar = tqdm(total=config.steps, initial=state.step, desc=run.kind, unit="step",
+               disable=None if progress else True, dynamic_ncols=True)
+    with bar:
+        for batch in _loader(dataset, config, start=state.step, stop=stop, device=device):
+            lr = learning_rate(state.step, peak=run.lr, warmup_steps=warmup_steps(config),
+                               total_steps=config.steps)
+            values = train_one_step(model, optimizer, batch, loss_function, lr=lr,
+                                    config=config, device=device)
+            _check_finite(values, state.step)
+            if ema is not None:
+                update_ema(ema, model, momentum=run.ema_momentum)
+            state.step += 1
+            samples += batch["image"].shape[0]
+            _record(state.history, state.step, lr, values)
+            bar.update(1)
+            if state.step % config.log_every == 0 or state.step == stop:
+                _show(bar, state, config, samples_per_second=samples / (
+                    time.perf_counter() - started))
+            if _periodic_save_due(state.step, stop, config.checkpoint_every):
+                _save(run, state, model, optimizer, ema, config=config, metrics={})
+    seconds = time.perf_counter() - started
+    metrics = {"final_loss": _recent_loss(state.history, config.log_every),
+               "samples_per_second": samples / seconds}
+    _save(run, state, model, optimizer, ema, config=config, metrics=metrics)
+    return _summary(run, state, config, seconds=seconds, samples=samples)
+
+
+def _place(model: nn.Module, device: torch.device, *, channels_last: bool) -> nn.Module:
+    model = model.to(device)
+    if device.type == "cuda":
+        # Crops are resized to one output size, so cuDNN's autotuner pays off after a step.
+        torch.backends.cudnn.benchmark = True
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _show(bar: tqdm, state: _State, config: TrainConfig, *, samples_per_second: float) -> None:
+    loss = _recent_loss(state.history, config.log_every)
+    bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_second:.1f}")
+
+
+def _periodic_save_due(step: int, stop: int, every: int) -> bool:
+    # The last step of the call is saved anyway, with its metrics.
+    return every > 0 and step % every == 0 and step < stop
+
+
+def _summary(run: RunRecord, state: _State, config: TrainConfig, *, seconds: float,
+             samples: int) -> TrainSummary:
+    return TrainSummary(
+        checkpoint=str(run.out),
+        kind=run.kind,
+        steps=state.step,
+        finished=state.step >= config.steps,
+        final_loss=_recent_loss(state.history, config.log_every),
+        seconds=seconds,
+        samples_per_second=samples / seconds if seconds > 0 else 0.0,
+        label_version=run.label_version,
+        curve=str(curve_path(run.out)) if curve_path(run.out).exists() else None,
+    )

@@ -1,0 +1,123 @@
+"""Step 2 of MLB: the student learns from a cached blended label version (method.md section 1).
+
+Loss: ``matting_loss`` against ``blended_alpha`` with ``blended_boundary`` as the (soft)
+boundary target, on strongly augmented images (geometry applied to image and labels alike,
+colour to the image only). Optionally ``ddc_weight * (L_known + 10 * L_DDC)`` on the same
+natural images with trimaps from their coarse masks, so the two seeds of method.md combine.
+
+Mean teacher (offline form): when the student has the teacher's architecture (the version's
+``metadata["teacher"]["model"]``) it keeps an EMA copy, saved as ``ema_state_dict``; the next
+round relabels the corpus with it (``mlb relabel --weights ema``). The EMA starts at the
+student's initial weights (the ``init`` checkpoint, usually the teacher itself).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mlb.checkpoint import load_weights
+from mlb.data.augment import strong_preset, weak_preset
+from mlb.data.trimap import DEFAULT_KERNEL_RANGE
+from mlb.labelset import LabelSetDataset
+from mlb.losses import LossConfig, matting_loss
+from mlb.models import MattingOutput, build_model_from_config
+from mlb.train.config import DEFAULT_EMA_MOMENTUM, DEFAULT_LR, StudentRequest, TrainSummary
+from mlb.train.ddc import TrimapDataset, ddc_loss_terms
+from mlb.train.loop import Batch, RunRecord, fit
+from storage import LabelStore
+
+__all__ = [
+    "student_dataset",
+    "student_ema_momentum",
+    "student_loss",
+    "teacher_model_name",
+    "train_student",
+]
+
+
+def student_loss(prediction: MattingOutput, batch: Batch, *, loss: LossConfig,
+                 ddc_weight: float = 0.0) -> dict[str, Tensor]:
+    """``matting_loss`` against the blended labels, plus the weighted DDC terms if asked.
+
+    ``batch``: ``"blended_alpha"``, ``"blended_boundary"`` ``(B, 1, H, W)`` in [0, 1]; with
+    ``ddc_weight > 0`` also ``"image"`` and ``"trimap"``. Returns the named terms of both
+    losses (``known``, ``ddc`` unweighted) and ``total``.
+    """
+    terms = matting_loss(
+        prediction.alpha, prediction.boundary_logit, batch["blended_alpha"],
+        true_boundary=batch["blended_boundary"], boundary_weight=loss.boundary_weight,
+        laplacian_levels=loss.laplacian_levels,
+    )
+    if ddc_weight > 0:
+        ddc = ddc_loss_terms(prediction, batch, loss=loss)
+        terms = {**terms, "known": ddc["known"], "ddc": ddc["ddc"],
+                 "total": terms["total"] + ddc_weight * ddc["total"]}
+    return terms
+
+
+def student_ema_momentum(request: StudentRequest, teacher_model: str | None) -> float | None:
+    """The EMA momentum of this run, or None for no EMA copy.
+
+    ``request.ema`` forces it on or off; left None, an EMA is kept when
+    ``train.ema_momentum`` is set or when the teacher (``teacher_model``, its registered
+    name) has the student's architecture.
+    """
+    momentum = request.train.ema_momentum
+    momentum = DEFAULT_EMA_MOMENTUM if momentum is None else momentum
+    if request.ema is not None:
+        return momentum if request.ema else None
+    same_architecture = teacher_model == request.model.name
+    return momentum if request.train.ema_momentum is not None or same_architecture else None
+
+
+def student_dataset(request: StudentRequest) -> Dataset:
+    """The label version's items, augmented (strong by default), with trimaps if DDC is on."""
+    preset = (strong_preset if request.strong_augment else weak_preset)(request.augment)
+    dataset = LabelSetDataset(request.store, request.labels, transform=preset)
+    if request.ddc_weight > 0:
+        return TrimapDataset(dataset, kernel_range=DEFAULT_KERNEL_RANGE)
+    return dataset
+
+
+def teacher_model_name(metadata: dict) -> str | None:
+    """The teacher's network name recorded by ``mlb.relabel`` in a version's metadata."""
+    return metadata.get("teacher", {}).get("model", {}).get("name")
+
+
+def train_student(
+    request: StudentRequest,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_at_step: int | None = None,
+    progress: bool = True,
+) -> TrainSummary:
+    """Train the student of ``request`` from its label version; checkpoint at ``request.out``.
+
+    ``request.labels = "latest"`` is resolved once, here: the checkpoint records the actual
+    version id (``label_version``), and a resumed run must find the same one.
+    """
+    version = LabelStore(request.store).open_version(request.labels)
+    request = request.model_copy(update={"labels": version.version_id})
+    dataset = student_dataset(request)
+    torch.manual_seed(request.train.seed)
+    model = build_model_from_config(request.model)
+    if request.init is not None:
+        load_weights(model, request.init, model_config=request.model)
+    teacher_model = teacher_model_name(version.metadata)
+    run = RunRecord(out=Path(request.out), kind="student", model_config=request.model,
+                    request=request.model_dump(mode="json"),
+                    lr=request.train.lr or DEFAULT_LR["student"],
+                    label_version=version.version_id,
+                    ema_momentum=student_ema_momentum(request, teacher_model))
+
+    def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
+        return student_loss(prediction, batch, loss=request.loss, ddc_weight=request.ddc_weight)
+
+    return fit(model, dataset, loss_function, config=request.train, run=run,
+               resume=resume, overwrite=overwrite, stop_at_step=stop_at_step,
+               progress=progress)
