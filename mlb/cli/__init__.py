@@ -12,7 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("relabel", "labels", "train", "evaluate", "predict", "export", "synth")
+COMMANDS: tuple[str, ...] = (
+    # in pipeline order, as `mlb --help` lists them
+    "synth", "relabel", "labels", "train", "evaluate", "predict", "export", "reproduce",
+)
 
 
 class UsageError(Exception):

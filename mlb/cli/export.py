@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from mlb.export import DEFAULT_OPSET, export_onnx
+# Library imports happen in ``run``: building the ``mlb`` parser imports every subcommand
+# module, and torch + onnx take seconds to import.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,12 +21,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="checkpoint (.pt)")
     parser.add_argument("--out", required=True, help="ONNX file to write")
     parser.add_argument("--weights", choices=("model", "ema"), default="model")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset (default: mlb.export.DEFAULT_OPSET)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = export_onnx(args.model, args.out, weights=args.weights, opset=args.opset)
+    from mlb.export import export_onnx
+
+    opset = {} if args.opset is None else {"opset": args.opset}
+    report = export_onnx(args.model, args.out, weights=args.weights, **opset)
     height, width = report.check_shape[2:]
     print(f"{report.path}: opset {report.opset}, {report.size_bytes / 2**20:.1f} MiB; "
           f"ONNX Runtime vs PyTorch max |diff| {report.max_abs_diff:.2e} on {height}x{width}")

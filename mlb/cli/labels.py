@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from storage import LabelStore, VersionInfo
 
-from storage import IncompleteVersion, LabelStore, VersionInfo
+# Library imports happen where they are used: building the ``mlb`` parser imports every
+# subcommand module, and storage imports zarr (slow to import).
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +68,8 @@ def _row(info: VersionInfo, latest: str | None) -> list[str]:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from storage import LabelStore
+
     store = LabelStore(args.store)
     infos, latest = store.versions(), store.latest()
     if args.json:
@@ -87,6 +92,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 def describe(store: LabelStore, version: str) -> dict:
     """What ``show`` prints: a published version's document, or a draft's progress."""
+    from storage import IncompleteVersion
+
     try:
         opened = store.open_version(version)
     except IncompleteVersion:
@@ -100,11 +107,17 @@ def describe(store: LabelStore, version: str) -> dict:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from storage import LabelStore
+
     print(json.dumps(describe(LabelStore(args.store), args.version), indent=1, sort_keys=True))
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from storage import LabelStore
+
     def progress(shards: object) -> object:
         return tqdm(shards, unit="shard", desc="verify", disable=True if args.quiet else None)
 

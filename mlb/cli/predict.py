@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
+if TYPE_CHECKING:
+    import numpy as np
 
-from mlb.checkpoint import load_model
-from mlb.data.corpus import list_images
-from mlb.data.imageio import read_image, to_uint8, write_png
-from mlb.inference import DEFAULT_SHORT_SIDE, predict_images, resolve_device
+# Library imports happen in the functions: building the ``mlb`` parser imports every
+# subcommand module, and torch + torchvision take seconds to import.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--cutout", action="store_true",
                         help="also write RGBA cut-outs to OUT/cutout/")
-    parser.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE)
+    parser.add_argument("--short-side", type=int, default=None,
+                        help="network input short side (default: "
+                             "mlb.inference.DEFAULT_SHORT_SIDE)")
     parser.add_argument("--weights", choices=("model", "ema"), default="model")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def write_cutout(path: Path, image: np.ndarray, alpha: np.ndarray) -> Path:
     """``(H, W, 3) uint8`` photo + ``(H, W)`` alpha in [0, 1] -> RGBA PNG at ``path``."""
+    import numpy as np
+    from PIL import Image
+
+    from mlb.data.imageio import to_uint8
+
     path.parent.mkdir(parents=True, exist_ok=True)
     rgba = np.concatenate([image, to_uint8(alpha)[:, :, None]], axis=2)
     Image.fromarray(rgba).save(path, format="PNG")
@@ -49,17 +54,24 @@ def write_cutout(path: Path, image: np.ndarray, alpha: np.ndarray) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mlb.checkpoint import load_model
+    from mlb.data.corpus import list_images
+    from mlb.data.imageio import read_image, write_png
+    from mlb.inference import predict_images, resolve_device
+
     paths = list_images(args.images)
     if not paths:
         raise ValueError(f"no images in {args.images}")
     model, _ = load_model(args.model, weights=args.weights, device=resolve_device(args.device))
     out = Path(args.out)
+    short_side = {} if args.short_side is None else {"short_side": args.short_side}
     for start in tqdm(range(0, len(paths), args.batch_size), desc="predict", unit="batch",
                       disable=True if args.quiet else None):
         batch = paths[start:start + args.batch_size]
         images = [read_image(path) for path in batch]
-        predictions = predict_images(model, images, short_side=args.short_side,
-                                     batch_size=args.batch_size)
+        predictions = predict_images(model, images, batch_size=args.batch_size, **short_side)
         for path, image, prediction in zip(batch, images, predictions, strict=True):
             write_png(out / f"{path.stem}.png", prediction.alpha)
             if args.cutout:

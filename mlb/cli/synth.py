@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from mlb.data.preview import save_corpus_preview
-from mlb.data.synth import make_composite_corpus, make_natural_corpus
+# Library imports happen in the run functions: building the ``mlb`` parser imports every
+# subcommand module, and cv2 takes a while to import.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--size", type=int, default=256, help="square side in px")
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        if kind == "composite":
+            sub.add_argument("--with-images", action="store_true",
+                             help="also write images/ (each fg on its own bg): with alpha/ "
+                                  "a composite-domain validation set for `mlb evaluate`")
         sub.set_defaults(func=run_generate)
     preview = kinds.add_parser("preview", help="a PNG grid of both domains")
     preview.add_argument("--composite", help="folder written by `mlb synth composite`")
@@ -42,14 +46,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    make = make_composite_corpus if args.kind == "composite" else make_natural_corpus
-    summary = make(args.out, count=args.count, size=args.size, seed=args.seed,
-                   progress=False if args.quiet else None)
+    from mlb.data.synth import make_composite_corpus, make_natural_corpus
+
+    options = {"count": args.count, "size": args.size, "seed": args.seed,
+               "progress": False if args.quiet else None}
+    if args.kind == "composite":
+        summary = make_composite_corpus(args.out, with_images=args.with_images, **options)
+    else:
+        summary = make_natural_corpus(args.out, **options)
     print(summary.line())
     return 0
 
 
 def run_preview(args: argparse.Namespace) -> int:
+    from mlb.data.preview import save_corpus_preview
+
     path = save_corpus_preview(args.out, composite_dir=args.composite,
                                natural_dir=args.natural, count=args.count, height=args.height)
     print(path)

@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from mlb.data.augment import AugmentConfig
-from mlb.losses import LossConfig
-from mlb.train import (
-    DdcRequest,
-    StudentRequest,
-    TeacherRequest,
-    TrainConfig,
-    TrainSummary,
-    train_ddc,
-    train_student,
-    train_teacher,
-)
+if TYPE_CHECKING:
+    from mlb.data.augment import AugmentConfig
+    from mlb.train import TrainConfig, TrainSummary
+
+# Library imports happen where they are used: building the ``mlb`` parser imports every
+# subcommand module, and torch + torchvision take seconds to import. Options left out (None)
+# take the library's defaults: TrainConfig, LossConfig and AugmentConfig.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,28 +80,32 @@ def _add_ddc(recipes: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_ddc)
 
 
+# TrainConfig fields the CLI sets only when given (None: TrainConfig's default).
+TRAIN_DEFAULTED = ("batch_size", "weight_decay", "warmup_steps", "seed", "device",
+                   "num_workers", "checkpoint_every", "log_every")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    train = TrainConfig(steps=1)
     parser.add_argument("--model", required=True, help="network name, e.g. unet_r18_w05")
     parser.add_argument("--steps", type=int, required=True, help="optimiser steps")
     parser.add_argument("--out", required=True, help="checkpoint path (.pt)")
-    parser.add_argument("--batch-size", type=int, default=train.batch_size)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    parser.add_argument("--weight-decay", type=float, default=train.weight_decay)
-    parser.add_argument("--warmup-steps", type=int, default=train.warmup_steps)
-    parser.add_argument("--grad-clip", type=float, default=train.grad_clip,
+    parser.add_argument("--weight-decay", type=float, default=None)
+    parser.add_argument("--warmup-steps", type=int, default=None)
+    parser.add_argument("--grad-clip", type=float, default=None,
                         help="max gradient norm (0: no clipping)")
-    parser.add_argument("--seed", type=int, default=train.seed)
-    parser.add_argument("--device", default=train.device, help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--no-amp", dest="amp", action="store_false",
                         help="float32 on CUDA too (no bf16 autocast)")
-    parser.add_argument("--num-workers", type=int, default=train.num_workers)
-    parser.add_argument("--checkpoint-every", type=int, default=train.checkpoint_every)
-    parser.add_argument("--log-every", type=int, default=train.log_every)
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument("--log-every", type=int, default=None)
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="keep an EMA copy with this per-step momentum (e.g. 0.999)")
     _add_augment(parser)
-    parser.add_argument("--boundary-weight", type=float, default=LossConfig().boundary_weight)
+    parser.add_argument("--boundary-weight", type=float, default=None)
     restart = parser.add_mutually_exclusive_group()
     restart.add_argument("--resume", action="store_true",
                          help="continue the run saved at --out (a finished one is kept)")
@@ -116,38 +116,43 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_augment(parser: argparse.ArgumentParser) -> None:
-    augment = AugmentConfig()
     parser.add_argument("--crop-size", type=int, nargs="+", default=None,
-                        help=f"square crop sizes, one drawn per sample (default "
-                             f"{' '.join(map(str, augment.crop_sizes))})")
+                        help="square crop sizes, one drawn per sample (default: "
+                             "AugmentConfig.crop_sizes)")
     parser.add_argument("--output-size", type=int, default=None,
                         help="crops are resized to this (default: the largest crop size)")
-    parser.add_argument("--aug-short-side", type=int, default=augment.short_side,
-                        help="short side before random scaling (0: keep the stored size)")
+    parser.add_argument("--aug-short-side", type=int, default=None,
+                        help="short side before random scaling (0: keep the stored size; "
+                             "default: AugmentConfig.short_side)")
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-        grad_clip=args.grad_clip or None, seed=args.seed, device=args.device, amp=args.amp,
-        num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every, ema_momentum=args.ema_momentum,
-    )
+    from mlb.train import TrainConfig
+
+    options = {name: getattr(args, name) for name in TRAIN_DEFAULTED
+               if getattr(args, name) is not None}
+    if args.grad_clip is not None:
+        options["grad_clip"] = args.grad_clip or None  # 0: no clipping
+    return TrainConfig(steps=args.steps, lr=args.lr, amp=args.amp,
+                       ema_momentum=args.ema_momentum, **options)
 
 
 def augment_from_args(args: argparse.Namespace) -> AugmentConfig:
+    from mlb.data.augment import AugmentConfig
+
     crops = tuple(args.crop_size) if args.crop_size else AugmentConfig().crop_sizes
-    return AugmentConfig(
-        short_side=args.aug_short_side or None, crop_sizes=crops,
-        output_size=args.output_size or max(crops),
-    )
+    short_side = {} if args.aug_short_side is None else {
+        "short_side": args.aug_short_side or None}  # 0: keep the stored size
+    return AugmentConfig(crop_sizes=crops, output_size=args.output_size or max(crops),
+                         **short_side)
 
 
 def _shared(args: argparse.Namespace) -> dict:
+    from mlb.losses import LossConfig
+
+    loss = {} if args.boundary_weight is None else {"boundary_weight": args.boundary_weight}
     return {"model": args.model, "out": args.out, "train": train_config_from_args(args),
-            "loss": LossConfig(boundary_weight=args.boundary_weight),
-            "augment": augment_from_args(args)}
+            "loss": LossConfig(**loss), "augment": augment_from_args(args)}
 
 
 def _options(args: argparse.Namespace) -> dict:
@@ -156,6 +161,8 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def _run_teacher(args: argparse.Namespace) -> int:
+    from mlb.train import TeacherRequest, train_teacher
+
     images, masks = args.pretrain_seg or (None, None)
     request = TeacherRequest(matte=args.matte, pretrain_images=images, pretrain_masks=masks,
                              pretrain_steps=args.pretrain_steps, pretrain_lr=args.pretrain_lr,
@@ -164,6 +171,8 @@ def _run_teacher(args: argparse.Namespace) -> int:
 
 
 def _run_student(args: argparse.Namespace) -> int:
+    from mlb.train import StudentRequest, train_student
+
     request = StudentRequest(store=args.store, labels=args.labels, init=args.init,
                              strong_augment=not args.weak_aug, ema=args.ema,
                              ddc_weight=args.ddc_weight, **_shared(args))
@@ -171,6 +180,8 @@ def _run_student(args: argparse.Namespace) -> int:
 
 
 def _run_ddc(args: argparse.Namespace) -> int:
+    from mlb.train import DdcRequest, train_ddc
+
     request = DdcRequest(images=args.images, masks=args.masks, init=args.init,
                          strong_augment=args.strong_aug, **_shared(args))
     return _report(train_ddc(request, **_options(args)))
