@@ -156,3 +156,20 @@ def test_cli_reports_bad_values_in_one_line(tmp_path, capsys):
     assert main(["synth", "natural", "--out", str(tmp_path), "--count", "0"]) == 2
     assert "count must be >= 1" in capsys.readouterr().err
     assert main(["synth", "preview", "--out", str(tmp_path / "p.png")]) == 2
+
+
+def test_composite_images_form_a_validation_set(tmp_path):
+    # --with-images: images/ + alpha/ is a composite-domain validation set, and each image
+    # is exactly its foreground composited onto its own background.
+    assert main(["synth", "composite", "--out", str(tmp_path), "--count", "3",
+                 "--size", str(SIZE), "--seed", "7", "--with-images", "--quiet"]) == 0
+    scan = find_validation_samples(tmp_path / "images", tmp_path / "alpha")
+    assert [s.sample_id for s in scan.samples] == ["00000", "00001", "00002"]
+    stem = "00001"
+    foreground = read_image(tmp_path / "fg" / f"{stem}.png").astype(np.float32)
+    background = read_image(tmp_path / "bg" / f"{stem}.png").astype(np.float32)
+    alpha = read_alpha(tmp_path / "alpha" / f"{stem}.png")[:, :, None]
+    expected = alpha * foreground + (1 - alpha) * background
+    image = read_image(tmp_path / "images" / f"{stem}.png").astype(np.float32)
+    assert np.abs(image - expected).max() <= 1.0  # alpha stored as 8-bit
+    assert np.abs(image - background).max() > 50  # a person is really there

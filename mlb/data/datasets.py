@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from mlb.data.compositing import composite
 from mlb.data.corpus import MatteSample, Quarantined, SegmentationSample, ValidationSample
 from mlb.data.imageio import BadSample, read_alpha, read_image, read_mask
 
@@ -153,17 +154,6 @@ def fit_background(background: np.ndarray, size: tuple[int, int], *,
     top = int(rng.integers(0, scaled_h - height + 1))
     left = int(rng.integers(0, scaled_w - width + 1))
     return scaled[top:top + height, left:left + width]
-
-
-def composite(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """``image = alpha * fg + (1 - alpha) * bg`` (method.md section 1, synthetic domain).
-
-    ``foreground``, ``background``: ``(H, W, 3) uint8``; ``alpha``: ``(H, W) float32`` in
-    [0, 1]. Returns ``(H, W, 3) uint8``.
-    """
-    weight = alpha[:, :, None].astype(np.float32)
-    mixed = weight * foreground.astype(np.float32) + (1.0 - weight) * background.astype(np.float32)
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
 class CompositeDataset(_SkippingDataset):

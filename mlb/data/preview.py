@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mlb.data.compositing import composite
 from mlb.data.corpus import find_matte_samples, find_segmentation_samples, find_validation_samples
-from mlb.data.datasets import composite
 from mlb.data.imageio import read_alpha, read_image, read_mask, to_uint8, write_png
 
 __all__ = ["corpus_preview_rows", "make_grid", "save_corpus_preview", "save_grid", "tile_rgb"]

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from mlb.data.compositing import composite
 from mlb.data.imageio import write_jpeg, write_png
 
 __all__ = [
@@ -1022,12 +1023,15 @@ def _write_manifest(out_dir: Path, domain: str, count: int, size: int, seed: int
 
 
 def make_composite_corpus(out_dir: str | Path, *, count: int, size: int = 256, seed: int = 0,
-                          progress: bool | None = None) -> SynthSummary:
+                          progress: bool | None = None, with_images: bool = False
+                          ) -> SynthSummary:
     """Write the matte corpus: ``out_dir/fg/``, ``alpha/``, ``bg/`` PNGs matched by stem.
 
     ``bg/`` holds ``count`` person-free backgrounds (the pool). ``progress``: a tqdm bar
     (None: only on a terminal). Read it back with ``find_matte_samples(out/"fg", out/"alpha",
-    out/"bg")``.
+    out/"bg")``. ``with_images`` also writes ``images/``: each foreground composited onto its
+    own background, so ``images/`` + ``alpha/`` is a composite-domain validation set (the
+    domain-gap measurement scores a model on it and on natural images).
     """
     _check_arguments(count, size, seed)
     out_dir = Path(out_dir)
@@ -1039,6 +1043,9 @@ def make_composite_corpus(out_dir: str | Path, *, count: int, size: int = 256, s
         write_png(out_dir / "fg" / f"{stem}.png", sample["foreground"])
         write_png(out_dir / "alpha" / f"{stem}.png", sample["alpha"])
         write_png(out_dir / "bg" / f"{stem}.png", sample["background"])
+        if with_images:
+            image = composite(sample["foreground"], sample["alpha"], sample["background"])
+            write_png(out_dir / "images" / f"{stem}.png", image)
         transitions.append(_transition_fraction(sample["alpha"]))
     _write_manifest(out_dir, "composite", count, size, seed)
     return SynthSummary(out_dir, "composite", count, size, seed,
