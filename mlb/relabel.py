@@ -58,6 +58,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import socket
 import threading
 import time
 from collections import deque
@@ -198,6 +199,11 @@ class ShardStats(_Record):
     quarantined: list[QuarantinedSample]
     seconds: float
     samples_per_s: float
+    process: str = ""
+    """``host:pid`` of the process that ran the call (a Dask worker, or the caller's)."""
+    teacher_loads: int = 0
+    """Teachers this process has loaded so far: stays 1 on a worker that labels many shards
+    with one teacher (the cache in :func:`cached_teacher`)."""
 
 
 class RelabelSummary(_Record):
@@ -325,6 +331,7 @@ def _open_or_resume(store: LabelStore, version_id: str, request: RelabelRequest,
 
 _TEACHERS: dict[tuple[str, str, str, str], nn.Module] = {}
 _TEACHERS_LOCK = threading.Lock()
+_TEACHER_LOADS = [0]  # loads in this process (a list: mutable without `global`)
 
 
 def cached_teacher(path: str, *, sha256: str, weights: str, device: torch.device) -> nn.Module:
@@ -339,7 +346,13 @@ def cached_teacher(path: str, *, sha256: str, weights: str, device: torch.device
             _TEACHERS.clear()
             model, _ = load_model(path, weights=weights, device="cpu")
             _TEACHERS[key] = prepare_model(model, device=device)
+            _TEACHER_LOADS[0] += 1
         return _TEACHERS[key]
+
+
+def _this_process() -> dict:
+    return {"process": f"{socket.gethostname()}:{os.getpid()}",
+            "teacher_loads": _TEACHER_LOADS[0]}
 
 
 # --------------------------------------------------------------------------- one shard
@@ -644,7 +657,7 @@ def relabel_shards(request: RelabelRequest, *, version_id: str, shards: Sequence
     if draft.published or not shards:  # nothing to do: don't load the teacher
         return ShardStats(version_id=version_id, shards_written=[],
                           shards_skipped=list(shards), labelled=0, quarantined=[],
-                          seconds=0.0, samples_per_s=0.0)
+                          seconds=0.0, samples_per_s=0.0, **_this_process())
     sha = teacher_sha256(request.teacher)
     expected = _version_id(request, draft.manifest, sha)
     if expected != version_id:
@@ -659,7 +672,8 @@ def relabel_shards(request: RelabelRequest, *, version_id: str, shards: Sequence
     return ShardStats(version_id=version_id, shards_written=done.written,
                       shards_skipped=done.skipped, labelled=done.labelled,
                       quarantined=done.quarantined, seconds=round(seconds, 3),
-                      samples_per_s=round(done.labelled / seconds, 2) if seconds else 0.0)
+                      samples_per_s=round(done.labelled / seconds, 2) if seconds else 0.0,
+                      **_this_process())
 
 
 # --------------------------------------------------------------------------- publish

@@ -1,0 +1,339 @@
+"""The flows as plain Python calls, embedded (no server): one ``prefect_test_harness`` for
+this module, tiny corpora and random-init teachers written in tmp_path.
+
+What is checked: the relabel flow on a 2-worker local Dask cluster stores the same version,
+byte for byte, as the single-process ``mlb.relabel.relabel``, and a rerun does no work; bad
+parameters fail before any work, naming the field; a corrupt input is quarantined with
+``skip_bad`` and otherwise fails the run without publishing anything; the pipeline runs end
+to end and resumes; one mean-teacher round records its lineage and promotes only a student
+that is not worse; prefect.yaml, ``mlb-flows serve`` and the flows agree.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dask
+import pytest
+import yaml
+from distributed import LocalCluster
+from prefect import Flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.exceptions import ParameterTypeError
+from prefect.states import Failed
+from prefect.testing.utilities import prefect_test_harness
+from prefect_dask import DaskTaskRunner
+from relabel_corpus import make_corpus, make_request, make_teacher, store_files
+
+from flows import cli, deploy, ema, evaluate, pipeline, relabel, training
+from flows.runners import (
+    DaskConfig,
+    check_gpu_workers,
+    dask_task_runner,
+    is_transient,
+    retry_condition,
+    shard_groups,
+    submission_settings,
+)
+from mlb.checkpoint import CheckpointError
+from mlb.data.augment import AugmentConfig
+from mlb.data.imageio import BadSample
+from mlb.relabel import RelabelConfig
+from mlb.relabel import relabel as relabel_in_process
+from mlb.train import TrainConfig
+from storage import IncompleteVersion, LabelStore
+
+IN_PROCESS = DaskConfig(workers=0)
+FLOW_MODULES = (relabel, training, evaluate, ema, pipeline)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness():
+    # One temporary API for the whole module (about 16 s to start); module scope so that it
+    # is gone before the real-server tests run in the same session.
+    with prefect_test_harness():
+        yield
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("flows")
+    images, masks = make_corpus(root / "corpus", 6)
+    return {"root": root, "images": images, "masks": masks,
+            "teacher": make_teacher(root / "teacher.pt")}
+
+
+def _request(corpus: dict, store: Path, images: Path | None = None, **config: object):
+    settings = {"short_side": 32, "batch_size": 2, "shard_size": 2, "device": "cpu", **config}
+    return make_request(corpus["teacher"], images or corpus["images"], corpus["masks"], store,
+                        **settings)
+
+
+def _task_names(flow_run_id) -> list[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return [run.name for run in runs]
+
+
+def _artifact(key: str) -> str:
+    """The newest artifact with ``key`` (markdown text)."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert artifacts, f"no artifact {key!r}"
+    return max(artifacts, key=lambda artifact: artifact.created).data
+
+
+# ----------------------------------------------------------------------------- relabel
+
+
+def test_relabel_on_a_dask_cluster_stores_the_single_process_bytes(corpus, tmp_path):
+    reference = relabel_in_process(_request(corpus, tmp_path / "reference"), progress=False)
+    store = tmp_path / "store"
+    state = relabel.relabel(_request(corpus, store), dask=DaskConfig(workers=2),
+                            return_state=True)
+    assert state.result() == reference.version_id
+    assert store_files(store) == store_files(tmp_path / "reference")
+    names = _task_names(state.state_details.flow_run_id)
+    assert sorted(name.rsplit("-", 1)[0] for name in names if "shards" not in name) == [
+        "prepare", "preview", "publish"]
+    assert sorted(name for name in names if "shards" in name) == [
+        "relabel-shards-[0]", "relabel-shards-[1]", "relabel-shards-[2]"]
+    summary = _artifact("relabel-summary")
+    assert reference.version_id in summary
+    # Each worker loads the teacher once, however many shard tasks it runs.
+    rows = [[cell.strip() for cell in line.split("|")[1:4]] for line in summary.splitlines()
+            if line.count("|") == 4 and ":" in line.split("|")[1]]
+    workers = {process: (int(tasks), int(loads)) for process, tasks, loads in rows}
+    assert 1 <= len(workers) <= 2 and sum(tasks for tasks, _ in workers.values()) == 3
+    assert max(tasks for tasks, _ in workers.values()) >= 2  # some worker reused its teacher
+    assert all(loads == 1 for _, loads in workers.values()), workers
+    assert "data:image/png;base64," in _artifact("relabel-preview")
+
+    # A rerun finds the published version: same id, no shard task, no byte changed.
+    again = relabel.relabel(_request(corpus, store), dask=DaskConfig(workers=2),
+                            return_state=True)
+    assert again.result() == reference.version_id
+    assert not [name for name in _task_names(again.state_details.flow_run_id)
+                if name.startswith("relabel-shards")]
+    assert store_files(store) == store_files(tmp_path / "reference")
+
+
+def test_a_bad_parameter_fails_before_any_work_naming_it(corpus, tmp_path):
+    request = _request(corpus, tmp_path / "store").model_dump()
+    request["config"].update(batch_size=0, shrt_side=32)
+    with pytest.raises(ParameterTypeError) as error:
+        relabel.relabel(request, dask=IN_PROCESS)
+    assert "request.config.batch_size" in str(error.value)
+    assert "request.config.shrt_side" in str(error.value)
+    with pytest.raises(ParameterTypeError, match=r"dask\.workers"):
+        relabel.relabel(_request(corpus, tmp_path / "store"), dask={"workers": -1})
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.fixture
+def corrupt_corpus(corpus, tmp_path) -> Path:
+    """The corpus with p003.jpg cut in half (its header is fine, its pixels are not)."""
+    images = tmp_path / "images"
+    shutil.copytree(corpus["images"], images)
+    data = (images / "p003.jpg").read_bytes()
+    (images / "p003.jpg").write_bytes(data[: len(data) // 2])
+    return images
+
+
+def test_a_corrupt_file_is_quarantined_with_skip_bad(corpus, corrupt_corpus, tmp_path):
+    store = LabelStore(tmp_path / "store")
+    version_id = relabel.relabel(_request(corpus, tmp_path / "store", corrupt_corpus,
+                                          skip_bad=True), dask=IN_PROCESS)
+    version = store.open_version(version_id)
+    assert set(version.quarantined) == {"p003"} and len(version) == 5
+    assert store.verify(version_id).ok
+    assert "p003" in _artifact("relabel-summary")
+
+
+def test_a_corrupt_file_fails_the_run_and_publishes_nothing(corpus, corrupt_corpus, tmp_path):
+    store = LabelStore(tmp_path / "store")
+    good = relabel.relabel(_request(corpus, tmp_path / "store"), dask=IN_PROCESS)
+    with pytest.raises(BadSample, match=r"p003\.jpg"):
+        relabel.relabel(_request(corpus, tmp_path / "store", corrupt_corpus), dask=IN_PROCESS)
+    assert store.latest() == good
+    (draft,) = [info for info in store.versions() if info.version_id != good]
+    assert not draft.published
+    report = store.verify(draft.version_id)
+    assert report.ok and not report.published and 1 in report.pending_shards
+    with pytest.raises(IncompleteVersion):
+        store.open_version(draft.version_id)
+
+
+# ----------------------------------------------------------------------------- pipeline + EMA
+
+
+def _tiny_pipeline(work: Path) -> pipeline.PipelineRequest:
+    train = TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, device="cpu",
+                        checkpoint_every=0)
+    return pipeline.PipelineRequest(
+        work=str(work), composite_count=2, natural_count=4, validation_count=2, size=32,
+        teacher_model="unet_r18_w05", student_model="unet_r18_w05", teacher_train=train,
+        student_train=train, augment=AugmentConfig(short_side=32, crop_sizes=(32,),
+                                                   output_size=32, eval_short_side=32),
+        relabel=RelabelConfig(short_side=32, batch_size=2, shard_size=2, device="cpu"),
+        dask=IN_PROCESS, short_side=32)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> pipeline.PipelineResult:
+    return pipeline.pipeline(_tiny_pipeline(tmp_path_factory.mktemp("pipeline")))
+
+
+def test_pipeline_trains_relabels_and_reports(demo):
+    report = Path(demo.report).read_text()
+    assert "| teacher |" in report and "| student |" in report and demo.label_version in report
+    assert set(demo.metrics) == {"teacher", "student"}
+    assert LabelStore(Path(demo.report).parent / "labels").latest() == demo.label_version
+    assert "| student |" in _artifact("pipeline-report")
+
+
+def test_pipeline_rerun_resumes_without_training_again(demo):
+    request = _tiny_pipeline(Path(demo.report).parent)
+    again = pipeline.pipeline(request, return_state=True)
+    assert again.result().label_version == demo.label_version  # synthesis is deterministic
+    assert "(a finished checkpoint was found: no work)" in _artifact("student-summary")
+
+
+def test_ema_round_records_lineage_and_promotes_only_a_better_student(demo, tmp_path):
+    work = Path(demo.report).parent
+    current = tmp_path / "current.pt"
+    shutil.copy(demo.student, current)
+    before = current.read_bytes()
+    request = ema.EmaRoundRequest(
+        student=str(current), images=str(work / "data/natural/images"),
+        masks=str(work / "data/natural/masks"), store=str(work / "labels"),
+        validation_images=str(work / "data/validation/images"),
+        validation_alphas=str(work / "data/validation/alphas"), work=str(tmp_path / "rounds"),
+        train=TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, device="cpu",
+                          checkpoint_every=0),
+        relabel=RelabelConfig(short_side=32, batch_size=2, shard_size=2, device="cpu"),
+        augment=AugmentConfig(short_side=32, crop_sizes=(32,), output_size=32,
+                              eval_short_side=32), short_side=32)
+    result = ema.ema_relabel(request, dask=IN_PROCESS)
+
+    assert (result.ema_round, result.parent_version) == (1, demo.label_version)
+    lineage = LabelStore(work / "labels").open_version(result.version_id).metadata["lineage"]
+    assert lineage["parent_version"] == demo.label_version and lineage["ema_round"] == 1
+    assert result.promoted == (result.new_metric <= result.current_metric)
+    promoted = Path(result.student).read_bytes()
+    backup = Path(result.report).parent / "previous-student.pt"
+    if result.promoted:
+        assert current.read_bytes() == promoted and backup.read_bytes() == before
+    else:
+        assert current.read_bytes() == before and not backup.exists()
+    assert "round 1 student" in Path(result.report).read_text()
+    assert "round 1 student" in _artifact("ema-round")
+
+
+def test_promotion_rule():
+    assert ema.is_not_worse(1.0, 1.0) and ema.is_not_worse(0.5, 1.0)
+    assert not ema.is_not_worse(1.5, 1.0)
+    assert not ema.is_not_worse(float("nan"), 1.0) and not ema.is_not_worse(1.0, float("nan"))
+
+
+def test_ema_round_needs_a_student_with_ema_weights(demo, tmp_path):
+    work = Path(demo.report).parent
+    versions = LabelStore(work / "labels").versions()
+    request = ema.EmaRoundRequest(
+        student=demo.teacher, images=str(work / "data/natural/images"),
+        masks=str(work / "data/natural/masks"), store=str(work / "labels"),
+        validation_images="v", validation_alphas="a", work=str(tmp_path), train={"steps": 1})
+    with pytest.raises(ValueError, match=r"teacher\.pt has no EMA weights"):
+        ema.ema_relabel(request, dask=IN_PROCESS)
+    assert LabelStore(work / "labels").versions() == versions  # failed before any work
+
+
+# ----------------------------------------------------------------------------- runners
+
+
+def test_transient_errors_are_retried_and_input_errors_are_not():
+    assert is_transient(OSError("connection reset")) and is_transient(RuntimeError("CUDA OOM"))
+    for error in (BadSample("x.jpg", "truncated"), CheckpointError("bad"),
+                  FileNotFoundError("x"), ValueError("x")):
+        assert not is_transient(error)
+    assert retry_condition(None, None, Failed(data=OSError("reset")))
+    assert not retry_condition(None, None, Failed(data=BadSample("x.jpg", "truncated")))
+
+
+def test_shards_are_grouped_whole_and_in_order():
+    assert shard_groups([0, 1, 2, 3, 4], shards_per_task=2) == [[0, 1], [2, 3], [4]]
+    assert shard_groups([], shards_per_task=3) == []
+    with pytest.raises(ValueError, match="shards_per_task"):
+        shard_groups([0], shards_per_task=0)
+
+
+def test_gpu_tasks_ask_for_the_gpu_resource():
+    with submission_settings(DaskConfig(gpu=True)):
+        assert dask.get_annotations() == {"resources": {"GPU": 1}}
+        assert dask.config.get("distributed.scheduler.no-workers-timeout") == "60s"
+    with submission_settings(DaskConfig()):
+        assert dask.get_annotations() == {}
+    runner = dask_task_runner(DaskConfig(gpu=True), api_url="http://api")
+    assert runner.cluster_kwargs["resources"] == {"GPU": 1}
+    assert runner.cluster_kwargs["env"] == {"PREFECT_API_URL": "http://api"}
+
+
+@pytest.mark.parametrize("resources", [None, {"GPU": 1}])
+def test_gpu_runs_refuse_a_cluster_without_gpu_workers(resources):
+    kwargs = {"resources": resources} if resources else {}
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0", **kwargs) as cluster:
+        config = DaskConfig(scheduler_address=cluster.scheduler_address, gpu=True)
+        with DaskTaskRunner(address=cluster.scheduler_address) as runner:
+            if resources:
+                check_gpu_workers(runner, config)
+            else:
+                with pytest.raises(ValueError, match="--resources GPU=1"):
+                    check_gpu_workers(runner, config)
+
+
+# ----------------------------------------------------------------------------- deployments
+
+
+def test_prefect_yaml_serve_and_flows_agree():
+    declared = {entry["name"]: entry
+                for entry in yaml.safe_load(deploy.PROJECT_FILE.read_text())["deployments"]}
+    specs = deploy.read_deployments()
+    flows = {value.name for module in FLOW_MODULES for value in vars(module).values()
+             if isinstance(value, Flow)}
+    assert {spec.name for spec in specs} == set(declared) == flows
+    for spec in specs:
+        served = deploy.runner_deployment(spec)
+        entry = declared[spec.name]
+        assert (served.name, served.flow_name) == (spec.name, spec.name)
+        path, function = entry["entrypoint"].split(":")
+        assert served.entrypoint == f"{path.removesuffix('.py').replace('/', '.')}.{function}"
+        assert served.parameters == entry.get("parameters", {})
+        assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in served.schedules] == [
+            (s["cron"], s["timezone"], s["active"]) for s in entry.get("schedules", [])]
+        if spec.schedules:  # a scheduled run gets only these: they must be complete and valid
+            spec.flow.validate_parameters(spec.parameters)
+    assert declared["ema-relabel"]["schedules"][0]["cron"] == "0 3 * * *"
+
+
+def test_a_deployment_must_be_named_after_its_flow(tmp_path):
+    path = tmp_path / "prefect.yaml"
+    path.write_text(yaml.safe_dump({"deployments": [
+        {"name": "relabel-nightly", "entrypoint": "flows/relabel.py:relabel"}]}))
+    with pytest.raises(ValueError, match="named after its flow 'relabel'"):
+        deploy.read_deployments(path)
+
+
+def test_cli_lists_deployments_and_names_unknown_ones(capsys):
+    assert cli.main(["deployments"]) == 0
+    assert "ema-relabel/ema-relabel\tflows/ema.py:ema_relabel\t0 3 * * *" in capsys.readouterr().out
+    assert cli.main(["serve", "--only", "nightly"]) == 2
+    assert "no deployment named nightly" in capsys.readouterr().err
