@@ -103,9 +103,9 @@ class ReproduceConfig(FrozenConfig):
     """Teacher fine-tuning on composites: gentler, as in the paper (5e-5 after 1e-4), so the
     teacher keeps what pre-training on natural images taught it."""
     pretrain_steps: int = Field(1000, ge=1)
-    """The paper pre-trains 20x longer than it fine-tunes; a weak pre-training leaves a
-    teacher whose boundaries are no better than the masks (measured: boundary MSE 217 vs
-    122 for the mask-only teacher after 300 + 300 steps)."""
+    """The paper pre-trains 20x longer than it fine-tunes. At 300 pre-training + 300
+    fine-tuning steps the teacher's natural-domain boundary MSE was 217 against 122 for the
+    mask-only teacher; at 1000 + 400 it was 186 against 113 (seed 0)."""
     teacher_steps: int = Field(400, ge=1)
     student_steps: int = Field(400, ge=2)
     """Total student steps; the two-round rows spend half of them in each round."""

@@ -113,6 +113,24 @@ def test_teacher_without_pretraining(corpus, tmp_path, capsys):
     assert not pretrain_path(out).exists()
 
 
+def test_teacher_fine_tunes_from_an_init_checkpoint(corpus, teacher, tmp_path):
+    # --init: start from given weights (e.g. a segmentation model) instead of random ones.
+    # A vanishing learning rate keeps one step's weights at the init's, which a fresh
+    # initialisation (same seed) is not.
+    flags = list(TINY_TRAIN_FLAGS)
+    flags[flags.index("--lr") + 1] = "1e-12"
+    outs = {}
+    for name, init in (("from-init", ["--init", str(teacher)]), ("fresh", [])):
+        outs[name] = tmp_path / f"{name}.pt"
+        assert main(["train", "teacher", "--matte", str(corpus.matte), "--steps", "1",
+                     "--out", str(outs[name]), *init, *flags]) == 0
+    start = read_checkpoint(teacher).state_dict["encoder.conv1.weight"]
+    assert torch.allclose(read_checkpoint(outs["from-init"]).state_dict["encoder.conv1.weight"],
+                          start, atol=1e-6)
+    assert not torch.allclose(read_checkpoint(outs["fresh"]).state_dict["encoder.conv1.weight"],
+                              start, atol=1e-6)
+
+
 def test_pretrain_steps_without_a_corpus_is_a_clear_error(corpus, tmp_path, capsys):
     code = main(["train", "teacher", "--matte", str(corpus.matte), "--pretrain-steps", "3",
                  "--steps", "1", "--out", str(tmp_path / "t.pt"), *TINY_TRAIN_FLAGS])

@@ -48,6 +48,8 @@ def _add_teacher(recipes: argparse._SubParsersAction) -> None:
     parser.add_argument("--pretrain-steps", type=int, default=0,
                         help="pre-training steps (needs --pretrain-seg); kept as OUT.pretrain.pt")
     parser.add_argument("--pretrain-lr", type=float, default=None, help="default 1e-4")
+    parser.add_argument("--init", default=None,
+                        help="start from this checkpoint's weights (e.g. a segmentation model)")
     _add_common(parser)
     parser.set_defaults(func=_run_teacher)
 
@@ -166,7 +168,7 @@ def _run_teacher(args: argparse.Namespace) -> int:
     images, masks = args.pretrain_seg or (None, None)
     request = TeacherRequest(matte=args.matte, pretrain_images=images, pretrain_masks=masks,
                              pretrain_steps=args.pretrain_steps, pretrain_lr=args.pretrain_lr,
-                             **_shared(args))
+                             init=args.init, **_shared(args))
     return _report(train_teacher(request, **_options(args)))
 
 

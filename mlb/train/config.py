@@ -100,6 +100,9 @@ class TeacherRequest(FrozenConfig):
     pretrain_masks: PathText | None = None
     model: ModelField
     out: PathText
+    init: PathText | None = None
+    """Checkpoint to start from (its model weights, same architecture), e.g. an existing
+    segmentation model; pre-training, if any, continues from it."""
     pretrain_steps: int = Field(0, ge=0)
     """Steps of mask pre-training (MSE); its checkpoint is kept as ``<out>.pretrain.pt``."""
     pretrain_lr: float | None = Field(None, gt=0.0)

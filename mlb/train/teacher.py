@@ -94,6 +94,8 @@ def train_teacher(
     dataset = composite_dataset(request.matte, request.augment, seed=request.train.seed)
     torch.manual_seed(request.train.seed)
     model = build_model_from_config(request.model)
+    if request.init is not None:
+        load_weights(model, request.init, model_config=request.model)
     record = request.model_dump(mode="json")
     if request.pretrain_steps > 0:
         summary = _pretrain(model, request, record, resume=resume, overwrite=overwrite,
