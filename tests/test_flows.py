@@ -337,3 +337,25 @@ def test_cli_lists_deployments_and_names_unknown_ones(capsys):
     assert "ema-relabel/ema-relabel\tflows/ema.py:ema_relabel\t0 3 * * *" in capsys.readouterr().out
     assert cli.main(["serve", "--only", "nightly"]) == 2
     assert "no deployment named nightly" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- forking
+
+
+def _put_ok(queue) -> None:
+    queue.put("ok")
+
+
+def test_processes_forked_after_a_flow_exit_cleanly(corpus, tmp_path):
+    # DataLoader workers are forked; Prefect's inherited service callbacks used to make
+    # every such child exit with code 1 (flows/forking.py).
+    import multiprocessing
+
+    relabel.relabel(_request(corpus, tmp_path / "store"), dask=IN_PROCESS)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_put_ok, args=(queue,))
+    child.start()
+    assert queue.get(timeout=60) == "ok"
+    child.join(timeout=60)
+    assert child.exitcode == 0
