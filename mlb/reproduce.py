@@ -129,7 +129,7 @@ class ReproduceConfig(FrozenConfig):
 
     def train(self, steps: int, seed: int, *, lr: float | None = None) -> TrainConfig:
         return TrainConfig(steps=steps, batch_size=self.batch_size, lr=lr or self.lr, seed=seed,
-                           warmup_steps=max(1, steps // 20), checkpoint_every=0,
+                           warmup_steps=max(1, steps // 20), checkpoint_every=100,
                            ema_momentum=self.ema_momentum, log_every=25)
 
 
@@ -188,14 +188,13 @@ def _teachers(config: ReproduceConfig, data: Mapping[str, Path], out: Path, seed
               ) -> dict[str, Path]:
     """Pre-train on the natural masks, then fine-tune on composites: both teachers."""
     teacher = out / "teacher.pt"
-    if not teacher.is_file():
-        train_teacher(TeacherRequest(
-            matte=str(data["matte"]), pretrain_images=str(data["natural"] / "images"),
-            pretrain_masks=str(data["natural"] / "masks"), model=config.model,
-            out=str(teacher), pretrain_steps=config.pretrain_steps, pretrain_lr=config.lr,
-            train=config.train(config.teacher_steps, seed, lr=config.finetune_lr),
-            augment=config.augment,
-        ), progress=False)
+    train_teacher(TeacherRequest(
+        matte=str(data["matte"]), pretrain_images=str(data["natural"] / "images"),
+        pretrain_masks=str(data["natural"] / "masks"), model=config.model,
+        out=str(teacher), pretrain_steps=config.pretrain_steps, pretrain_lr=config.lr,
+        train=config.train(config.teacher_steps, seed, lr=config.finetune_lr),
+        augment=config.augment,
+    ), resume=True, progress=False)
     return {"seg_teacher": pretrain_path(teacher), "teacher": teacher}
 
 
@@ -214,12 +213,11 @@ def _relabel(config: ReproduceConfig, data: Mapping[str, Path], store: Path, tea
 
 def _student(config: ReproduceConfig, store: Path, labels: str, *, init: Path, out: Path,
              steps: int, seed: int, strong: bool = True, ddc_weight: float = 0.0) -> Path:
-    if not out.is_file():
-        train_student(StudentRequest(
-            store=str(store), labels=labels, model=config.model, out=str(out), init=str(init),
-            train=config.train(steps, seed), augment=config.augment, strong_augment=strong,
-            ema=True, ddc_weight=ddc_weight,
-        ), progress=False)
+    train_student(StudentRequest(
+        store=str(store), labels=labels, model=config.model, out=str(out), init=str(init),
+        train=config.train(steps, seed), augment=config.augment, strong_augment=strong,
+        ema=True, ddc_weight=ddc_weight,
+    ), resume=True, progress=False)
     return out
 
 
@@ -245,12 +243,11 @@ def _mlb_student(config: ReproduceConfig, data: Mapping[str, Path], out: Path, s
 def _ddc_only(config: ReproduceConfig, data: Mapping[str, Path], out: Path, seed: int,
               init: Path) -> Path:
     checkpoint = out / "ddc.pt"
-    if not checkpoint.is_file():
-        train_ddc(DdcRequest(
-            images=str(data["natural"] / "images"), masks=str(data["natural"] / "masks"),
-            model=config.model, out=str(checkpoint), init=str(init),
-            train=config.train(config.ddc_steps, seed), augment=config.augment,
-        ), progress=False)
+    train_ddc(DdcRequest(
+        images=str(data["natural"] / "images"), masks=str(data["natural"] / "masks"),
+        model=config.model, out=str(checkpoint), init=str(init),
+        train=config.train(config.ddc_steps, seed), augment=config.augment,
+    ), resume=True, progress=False)
     return checkpoint
 
 
@@ -344,7 +341,8 @@ def _set_threads(config: ReproduceConfig) -> None:
 
 
 def reproduce(config: ReproduceConfig, *, progress: bool = True) -> ReproduceReport:
-    """Run the comparison; resumable (finished checkpoints and label versions are reused)."""
+    """Run the comparison; resumable: finished checkpoints and label versions are reused and
+    an interrupted training continues from its last periodic checkpoint."""
     started = time.perf_counter()
     _set_threads(config)
     root = Path(config.work)
@@ -406,11 +404,10 @@ def domain_gap(config: ReproduceConfig, *, progress: bool = True) -> DomainGapRe
     per_seed: dict[str, dict[str, dict[str, float | None]]] = {}
     for seed in tqdm(config.seeds, desc="domain gap", disable=not progress):
         checkpoint = root / f"seed-{seed}" / "composite-only.pt"
-        if not checkpoint.is_file():
-            train_teacher(TeacherRequest(
-                matte=str(data["matte"]), model=config.model, out=str(checkpoint),
-                train=config.train(config.teacher_steps, seed), augment=config.augment,
-            ), progress=False)
+        train_teacher(TeacherRequest(
+            matte=str(data["matte"]), model=config.model, out=str(checkpoint),
+            train=config.train(config.teacher_steps, seed), augment=config.augment,
+        ), resume=True, progress=False)
         per_seed[str(seed)] = {domain: _score(config, data, checkpoint, domain=domain)
                                for domain in DOMAINS}
     mean, std = {}, {}

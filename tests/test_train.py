@@ -229,6 +229,13 @@ def test_resume_reaches_the_uninterrupted_weights(label_store, teacher, tmp_path
     # A finished run resumes to itself without training.
     again = train_student(request("resumed.pt"), resume=True, progress=False)
     assert (again.steps, again.seconds) == (2, 0.0)
+    # How often to save or log changes how a run is carried out, not its result: a resume
+    # may change it and still reaches the uninterrupted weights.
+    train_student(request("controls.pt"), stop_at_step=1, progress=False)
+    controls = request("controls.pt").model_copy(
+        update={"train": tiny_train(2, checkpoint_every=1, log_every=5)})
+    assert train_student(controls, resume=True, progress=False).finished
+    assert _same_weights(a.state_dict, read_checkpoint(tmp_path / "controls.pt").state_dict)
 
 
 def test_resume_refuses_another_request_and_fresh_runs_refuse_to_overwrite(label_store,

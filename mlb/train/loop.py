@@ -200,12 +200,25 @@ def _start_state(
     return _State(step=checkpoint.step, history=history)
 
 
+# TrainConfig fields that decide how a run is carried out, not what it computes (samples
+# are a pure function of seed and step): a resume may change them.
+RUN_CONTROL_FIELDS = frozenset({"checkpoint_every", "log_every", "num_workers"})
+
+
+def _outcome(request: dict[str, Any]) -> dict[str, Any]:
+    """``request`` without the run-control fields of its ``train`` config."""
+    train = {key: value for key, value in request.get("train", {}).items()
+             if key not in RUN_CONTROL_FIELDS}
+    return {**request, "train": train} if "train" in request else request
+
+
 def _check_same_run(checkpoint: Checkpoint, run: RunRecord) -> None:
     """Resuming under another request would silently mix two runs: refuse it."""
-    stored = checkpoint.train_config.get("request", {})
-    if checkpoint.kind != run.kind or stored != run.request:
-        keys = sorted(set(stored) | set(run.request))
-        differing = [key for key in keys if stored.get(key) != run.request.get(key)]
+    stored = _outcome(checkpoint.train_config.get("request", {}))
+    wanted = _outcome(run.request)
+    if checkpoint.kind != run.kind or stored != wanted:
+        keys = sorted(set(stored) | set(wanted))
+        differing = [key for key in keys if stored.get(key) != wanted.get(key)]
         raise ValueError(
             f"cannot resume {run.out}: it was written by another run "
             f"(kind {checkpoint.kind!r} vs {run.kind!r}; differing request fields: "
