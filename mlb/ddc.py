@@ -36,9 +36,15 @@ import torch
 import torch.nn.functional as F
 
 # Pixels per row tile of the selection in ``ddc_loss``: about 6 KB of transient buffers per
-# pixel at 11x11 (candidate colours, distances, keys), so ~50 MB per tile. At 512x512 on one
-# CPU thread, 4096 to 16384 pixels were equally fast and 65536 was slower (out of cache).
-_PIXELS_PER_TILE = 1 << 13
+# pixel at 11x11 (candidate colours, distances, keys). On one CPU thread 4096 to 16384 pixels
+# were equally fast; with two threads small tiles pay for many short parallel regions: forward
+# + backward at batch 4, 512x512 took 12.1 / 9.2 / 6.1 s with 8192 / 16384 / 32768 pixels
+# per tile (peak growth 430 / 350 / 470 MB; the unfold form: 7.4 s, 4.8 GB; row 4 of
+# docs/benchmarks.md). So tiles take an eighth of the chunk's pixels, within these bounds:
+# at most ~200 MB of buffers, and always far below the unfold form's footprint.
+_MIN_TILE_PIXELS = 1 << 13
+_MAX_TILE_PIXELS = 1 << 15
+_TILES_PER_CHUNK = 8
 _MAX_WINDOW = 181  # 181**2 window positions still fit int16
 
 
@@ -191,8 +197,8 @@ def _nearest_candidates(
 
     The window position is the raster index ``(dy + r) * window + (dx + r)`` of the offset.
 
-    Pixels are independent, so the selection runs over row tiles of about ``_PIXELS_PER_TILE``
-    pixels: its working set stays a few tens of MB whatever the batch and image size.
+    Pixels are independent, so the selection runs over row tiles of an eighth of the pixels
+    (8192 to 32768): its working set stays under ~200 MB whatever the batch and image size.
     """
     batch, _, height, width = image.shape
     radius = window // 2
@@ -200,7 +206,9 @@ def _nearest_candidates(
     tie_ranks = _tie_ranks(window, image.device)
     kept_squared = image.new_empty(batch, neighbours, height, width)
     kept_position = image.new_empty(batch, neighbours, height, width, dtype=torch.int16)
-    rows = max(1, _PIXELS_PER_TILE // (batch * width))
+    pixels = batch * height * width
+    tile_pixels = min(_MAX_TILE_PIXELS, max(_MIN_TILE_PIXELS, pixels // _TILES_PER_CHUNK))
+    rows = max(1, tile_pixels // (batch * width))
     for top in range(0, height, rows):
         tile = padded[:, :, top : top + rows + 2 * radius]
         tile_height = tile.shape[2] - 2 * radius
@@ -248,9 +256,10 @@ def ddc_loss(
 
     Memory: instead of ``(B, C, window**2, H, W)`` candidate colours (several copies of it in
     the unfold form), the selection holds the kept ``(B, neighbours, H, W)`` distances and int16
-    window positions plus the buffers of one row tile (~50 MB). ``batch_chunk`` images are processed
-    at a time, which bounds the forward's transient tensors; what autograd keeps for backward
-    (the gather index and the difference, ``(B, neighbours, H, W)``) grows with the whole batch.
+    window positions plus the buffers of one row tile (at most ~200 MB). ``batch_chunk`` images
+    are processed at a time, which bounds the forward's transient tensors; what autograd keeps
+    for backward (the gather index and the difference, ``(B, neighbours, H, W)``) grows with the
+    whole batch.
     The x10 weight of the total belongs to ``ddc_total``, not here.
 
     Args:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = (
     # in pipeline order, as `mlb --help` lists them
     "synth", "relabel", "labels", "train", "evaluate", "predict", "export", "reproduce",
+    "bench",
 )
 
 
