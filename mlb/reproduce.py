@@ -296,11 +296,12 @@ def _spread(values: Sequence[float | None]) -> tuple[float | None, float | None]
     return mean, math.sqrt(variance) if len(finite) > 1 else 0.0
 
 
-def _summarise(per_seed: Mapping[str, Mapping[str, Mapping[str, float | None]]]
-               ) -> tuple[dict, dict]:
+def _summarise(per_seed: Mapping[str, Mapping[str, Mapping[str, float | None]]],
+               rows: Sequence[str] = tuple(ROWS)) -> tuple[dict, dict]:
+    """Mean and sample standard deviation over seeds, per row and column."""
     mean: dict[str, dict[str, float | None]] = {}
     std: dict[str, dict[str, float | None]] = {}
-    for row in ROWS:
+    for row in rows:
         mean[row], std[row] = {}, {}
         for column in COLUMNS:
             values = [per_seed[seed][row][column] for seed in per_seed]
@@ -410,12 +411,7 @@ def domain_gap(config: ReproduceConfig, *, progress: bool = True) -> DomainGapRe
         ), resume=True, progress=False)
         per_seed[str(seed)] = {domain: _score(config, data, checkpoint, domain=domain)
                                for domain in DOMAINS}
-    mean, std = {}, {}
-    for domain in DOMAINS:
-        mean[domain], std[domain] = {}, {}
-        for column in COLUMNS:
-            values = [per_seed[seed][domain][column] for seed in per_seed]
-            mean[domain][column], std[domain][column] = _spread(values)
+    mean, std = _summarise(per_seed, tuple(DOMAINS))
     natural, composite = mean["natural"]["mse"], mean["composite"]["mse"]
     ratio = natural / composite if natural is not None and composite else None
     lines = ["| model trained on composites only, scored on | " + " | ".join(COLUMNS.values())

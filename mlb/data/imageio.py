@@ -61,6 +61,16 @@ class BadSample(ValueError):
         return (type(self), (self.path, self.reason))
 
 
+def _readable(path: str | Path) -> Path:
+    """``path`` as a Path if it is a non-empty file; FileNotFoundError / BadSample if not."""
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path)
+    if path.stat().st_size == 0:
+        raise BadSample(path, "empty file (0 bytes)")
+    return path
+
+
 def _missing(path: Path) -> FileNotFoundError:
     """``FileNotFoundError`` carrying ``filename`` (what datasets record in quarantine)."""
     return FileNotFoundError(errno.ENOENT, "no such file", str(path))
@@ -72,11 +82,7 @@ def _open(path: str | Path) -> Image.Image:
     Decoding fully (``load``) is what catches truncated files: ``Image.open`` only reads the
     header. Raises FileNotFoundError for a missing file and BadSample for everything else.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise _missing(path)
-    if path.stat().st_size == 0:
-        raise BadSample(path, "empty file (0 bytes)")
+    path = _readable(path)
     try:
         with Image.open(path) as opened:
             opened.load()
@@ -96,11 +102,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
     Cheap (no pixel decoding), so corpus scans can check pairing without reading pixels.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise _missing(path)
-    if path.stat().st_size == 0:
-        raise BadSample(path, "empty file (0 bytes)")
+    path = _readable(path)
     try:
         with Image.open(path) as opened:
             width, height = opened.size
