@@ -14,7 +14,7 @@ import torch
 from mlb.bench import FAMILIES, TINY, BenchReport, BenchRow, render_markdown, run_bench
 from mlb.bench.ddc import ddc_peak_memory
 from mlb.bench.measure import interleaved, run_isolated
-from mlb.bench.report import Figure, Target, judge, machine_info
+from mlb.bench.report import Figure, Target, busy_warning, judge, machine_info
 from mlb.bench.workspace import Workspace
 from mlb.cli import main
 
@@ -101,11 +101,13 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
         main(["bench", "--quick", "--preset", "tiny"])  # one size only
 
 
-def test_cli_refuses_a_file_that_is_no_report(tmp_path, capsys):
+def test_cli_refuses_bad_arguments_in_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text('{"rows": 3}')
     assert main(["bench", "--preset", "tiny", "--full-report", str(bad), "--quiet"]) == 2
     assert "is not an mlb bench report" in capsys.readouterr().err
+    assert main(["bench", "--preset", "tiny", "--threads", "0", "--quiet"]) == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_markdown_shows_each_verdict_and_why():
@@ -127,6 +129,13 @@ def test_markdown_shows_each_verdict_and_why():
     assert "| 3 | a vs b | a: 2 img/s | b: 1 img/s | 2 | - | reported |" in markdown
     assert "limited by the copy speed" in markdown
     assert report.counts == {"passed": 1, "failed": 1, "not_judged": 1}
+
+
+def test_a_busy_machine_is_flagged_in_the_results():
+    idle = {"usable_cores": 2, "load_average": [1.5, 1.0, 1.0], "load_average_end": [1.9]}
+    busy = {**idle, "load_average_end": [5.2, 3.0, 2.0]}
+    assert busy_warning(idle) is None
+    assert "load average reached 5.2 on 2 cores" in busy_warning(busy)
 
 
 def test_interleaved_alternates_the_order_of_calls():

@@ -26,6 +26,7 @@ __all__ = [
     "BenchRow",
     "Figure",
     "Target",
+    "busy_warning",
     "judge",
     "machine_info",
     "now_utc",
@@ -238,14 +239,33 @@ def _notes(rows: list[BenchRow]) -> list[str]:
     return lines
 
 
+def busy_warning(machine: dict[str, Any]) -> str | None:
+    """A warning when other jobs kept more cores busy than the machine has, else None.
+
+    Measured here: with 2 torch threads on 2 cores and other jobs running, a training step
+    took 4-8 s instead of 0.3 s (every parallel region waits for a descheduled thread), and
+    small operations suffer far more than large ones, which skews even side-by-side ratios.
+    """
+    cores = machine.get("usable_cores") or machine.get("cores") or 1
+    busiest = max([*machine.get("load_average", [0.0])[:1],
+                   *machine.get("load_average_end", [0.0])[:1]])
+    if busiest <= cores:
+        return None
+    return (f"**Busy machine:** the 1-minute load average reached {busiest:g} on {cores} cores "
+            "(other jobs). Ratios of rows made of many small operations (2, 3, 5) swing with "
+            "such load; rerun on an idle machine, or with `--threads 1`, before trusting them.")
+
+
 def _header(report: BenchReport) -> list[str]:
     counts = report.counts
+    warning = busy_warning(report.machine)
     return [
         f"- command: `{report.command}`",
         f"- date: {report.date}; preset `{report.preset}`; whole run {_duration(report.seconds)}",
         f"- machine: {_machine_line(report.machine)}",
         f"- verdicts: {counts['passed']} pass, {counts['failed']} fail, "
         f"{counts['not_judged']} reported or not judged",
+        *(["", warning] if warning else []),
     ]
 
 
