@@ -49,8 +49,9 @@ class RelabelBench(FrozenConfig):
     batch_size: PositiveInt = 8
     shard_size: PositiveInt = 8
     """Smaller than ``images``: the writer must overlap the teacher, not only follow it."""
-    timing: Repeats = Repeats(warmup=0, repeats=4)
-    """Rounds of (forward, relabel); many short rounds absorb a shared machine's noise."""
+    timing: Repeats = Repeats(warmup=0, repeats=8)
+    """Rounds of (forward, relabel); many short rounds absorb a shared machine's noise
+    (single rounds scattered from 0.8 to 1.3 on a 2-core machine shared with other jobs)."""
 
 
 class TrainBench(FrozenConfig):
@@ -66,7 +67,7 @@ class TrainBench(FrozenConfig):
     (decode, label read) weigh more against the step than in any real run."""
     steps: PositiveInt = 1
     """Steps per scheme per round (each round measures both schemes back to back)."""
-    rounds: PositiveInt = 4
+    rounds: PositiveInt = 6
     """Even: the order of the measurements alternates from round to round."""
     workers: int | None = Field(None, ge=0)
     """Loader workers of both schemes; None: the training default (``TrainConfig``)."""
