@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from PIL import Image
 from tiny_data import MODEL, TINY_TRAIN_FLAGS, write_tiny_corpus
 from torch import nn
-from torch.utils.data import DataLoader
 
 from mlb.checkpoint import read_checkpoint
 from mlb.cli import main
@@ -35,7 +34,7 @@ from mlb.train import (
 )
 from mlb.train.curves import curve_path, moving_average, save_loss_curve
 from mlb.train.ema import make_ema, update_ema
-from mlb.train.loop import learning_rate
+from mlb.train.loop import batches, learning_rate
 from mlb.train.sampling import SeededSamples, StepSampler
 from mlb.train.student import student_ema_momentum
 
@@ -43,8 +42,8 @@ TINY_AUGMENT = AugmentConfig(short_side=48, crop_sizes=(32,), output_size=32)
 
 
 def tiny_train(steps: int, **overrides: object) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=2, lr=1e-3, warmup_steps=1, device="cpu",
-                       **overrides)
+    options = {"batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "device": "cpu", **overrides}
+    return TrainConfig(steps=steps, **options)
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +232,7 @@ def test_resume_reaches_the_uninterrupted_weights(label_store, teacher, tmp_path
     # may change it and still reaches the uninterrupted weights.
     train_student(request("controls.pt"), stop_at_step=1, progress=False)
     controls = request("controls.pt").model_copy(
-        update={"train": tiny_train(2, checkpoint_every=1, log_every=5)})
+        update={"train": tiny_train(2, checkpoint_every=1, log_every=5, prefetch=0)})
     assert train_student(controls, resume=True, progress=False).finished
     assert _same_weights(a.state_dict, read_checkpoint(tmp_path / "controls.pt").state_dict)
 
@@ -252,18 +251,21 @@ def test_resume_refuses_another_request_and_fresh_runs_refuse_to_overwrite(label
         train_student(first, progress=False)
 
 
-def test_samples_do_not_depend_on_the_number_of_workers(corpus):
+def test_samples_do_not_depend_on_the_number_of_workers_or_prefetch(corpus):
     scan = find_segmentation_samples(corpus.images, corpus.masks)
-    dataset = SeededSamples(SegmentationDataset(scan.samples, weak_preset(TINY_AUGMENT)), seed=3)
+    plain = SegmentationDataset(scan.samples, weak_preset(TINY_AUGMENT))
+    dataset = SeededSamples(plain, seed=3)
 
-    def batches(workers: int) -> list[torch.Tensor]:
-        sampler = StepSampler(len(dataset), batch_size=3, seed=3, start=1, stop=3)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
-        return [batch["image"] for batch in loader]
+    def images(workers: int, prefetch: int) -> list[torch.Tensor]:
+        config = tiny_train(3, batch_size=3, seed=3, num_workers=workers, prefetch=prefetch)
+        stream = batches(plain, config, start=1, stop=3, device=torch.device("cpu"))
+        return [batch["image"] for batch in stream]
 
-    in_process, in_worker = batches(0), batches(1)
+    in_process = images(0, 0)
     assert len(in_process) == 2
-    assert all(torch.equal(a, b) for a, b in zip(in_process, in_worker, strict=True))
+    for workers, prefetch in ((1, 0), (0, 2), (1, 1)):
+        other = images(workers, prefetch)
+        assert all(torch.equal(a, b) for a, b in zip(in_process, other, strict=True))
     # An item is the same whatever the global RNG, and reading it leaves that RNG alone.
     key = StepSampler(len(dataset), batch_size=3, seed=3, start=0, stop=1).key(2, 1)
     torch.manual_seed(123)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from mlb.bench.config import LoaderBench, TrainBench
 from mlb.bench.measure import Timing, synchronize, timed
@@ -37,8 +37,7 @@ from mlb.inference import autocast_dtype, prepare_model
 from mlb.losses import LossConfig
 from mlb.models import MattingOutput, build_model
 from mlb.train.config import DEFAULT_LR, StudentRequest, TrainConfig
-from mlb.train.loop import Batch, build_optimizer, resolve_device, train_one_step
-from mlb.train.sampling import SeededSamples, StepSampler
+from mlb.train.loop import Batch, batches, build_optimizer, resolve_device, train_one_step
 from mlb.train.student import student_dataset, student_loss
 
 __all__ = ["StudentStep", "bench_loader", "bench_training", "online_step", "teacher_labels"]
@@ -103,11 +102,8 @@ def online_step(student: StudentStep, teacher: nn.Module, batch: Batch, *,
 
 def _loader(dataset: Dataset, config: TrainConfig, steps: int, device: torch.device
             ) -> Iterator[Batch]:
-    """Batches as ``mlb.train.loop`` reads them: seeded per (step, slot), ``num_workers``."""
-    sampler = StepSampler(len(dataset), batch_size=config.batch_size, seed=config.seed,
-                          start=0, stop=steps)
-    return iter(DataLoader(SeededSamples(dataset, seed=config.seed), batch_sampler=sampler,
-                           num_workers=config.num_workers, pin_memory=device.type == "cuda"))
+    """Batches exactly as ``mlb.train.loop.fit`` reads them (workers and prefetch)."""
+    return batches(dataset, config, start=0, stop=steps, device=device)
 
 
 def _student_request(labels: LabelSet, student: str, config: TrainConfig,
@@ -173,12 +169,14 @@ def bench_training(size: TrainBench, workspace: Workspace) -> list[BenchRow]:
         order = list(measurements) if index % 2 == 0 else list(reversed(measurements))
         rounds.append({name: measurements[name]() for name in order})
     synchronize()
-    return [_training_row(size, rounds, config.num_workers, str(device),
+    return [_training_row(size, rounds, config, str(device),
                           time.perf_counter() - started)]
 
 
-def _training_row(size: TrainBench, rounds: list[dict[str, float]], workers: int,
+def _training_row(size: TrainBench, rounds: list[dict[str, float]], config: TrainConfig,
                   device: str, seconds: float) -> BenchRow:
+    workers, prefetch = config.num_workers, config.prefetch
+
     def median(key: str) -> float:
         return statistics.median(r[key] for r in rounds)
 
@@ -191,7 +189,8 @@ def _training_row(size: TrainBench, rounds: list[dict[str, float]], workers: int
     why = None if passed else (
         f"an offline step took {median('offline_s'):.2f} s against {median('step_s'):.2f} s "
         f"for the step on a batch already in memory: reading the cache (decode, labels, "
-        f"augmentation) is {loader_share:.0%} of the step with {workers} loader workers, "
+        f"augmentation) is {loader_share:.0%} of the step with {workers} loader workers "
+        f"and {prefetch} batches read ahead, "
         "and the online scheme hides the same reading behind a much longer step")
     return BenchRow(
         id="2", title="Student training from the cache vs online teacher",
@@ -204,7 +203,8 @@ def _training_row(size: TrainBench, rounds: list[dict[str, float]], workers: int
                 f"augmentation to {size.crop}x{size.crop} crops, batch {size.batch_size}, "
                 f"student {size.student}, untrained teacher {size.teacher}, on {device}. "
                 "Both schemes read through the training loader (seeded samples, "
-                f"{workers} workers) and call mlb.train.loop.train_one_step; "
+                f"{workers} workers, {prefetch} batches read ahead in a thread) and call "
+                "mlb.train.loop.train_one_step; "
                 f"{size.warmup_steps} warm-up steps each, then {size.rounds} rounds of "
                 f"{size.steps} offline steps, {size.steps} online steps, one teacher forward "
                 "and blend (t_teacher) and one student step on an in-memory batch "
@@ -217,7 +217,7 @@ def _training_row(size: TrainBench, rounds: list[dict[str, float]], workers: int
                  "round_ideals": [round(i, 3) for i in ideals],
                  "rounds": [{key: round(value, 4) for key, value in r.items()}
                             for r in rounds],
-                 "loader_workers": workers, "device": device},
+                 "loader_workers": workers, "prefetch": prefetch, "device": device},
         seconds=seconds)
 
 

@@ -82,6 +82,10 @@ class TrainConfig(FrozenConfig):
     channels_last: bool = True
     """channels-last memory format; on CUDA only."""
     num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes (0: read in this process)."""
+    prefetch: int = Field(2, ge=0)
+    """Batches read ahead in a background thread, overlapping loading with the step (0: read
+    between steps). Order and values are the same either way."""
     checkpoint_every: int = Field(1000, ge=0)
     """Save the checkpoint at ``out`` every N steps (0: only at the end) for ``resume``."""
     log_every: int = Field(10, ge=1)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,14 @@ from mlb.models import MattingOutput, ModelConfig
 from mlb.train.config import TrainConfig, TrainSummary
 from mlb.train.curves import curve_path, save_loss_curve
 from mlb.train.ema import make_ema, update_ema
+from mlb.train.prefetch import prefetched
 from mlb.train.sampling import SeededSamples, StepSampler
 
 __all__ = [
     "Batch",
     "LossFunction",
     "RunRecord",
+    "batches",
     "build_optimizer",
     "fit",
     "learning_rate",
@@ -202,7 +205,7 @@ def _start_state(
 
 # TrainConfig fields that decide how a run is carried out, not what it computes (samples
 # are a pure function of seed and step): a resume may change them.
-RUN_CONTROL_FIELDS = frozenset({"checkpoint_every", "log_every", "num_workers"})
+RUN_CONTROL_FIELDS = frozenset({"checkpoint_every", "log_every", "num_workers", "prefetch"})
 
 
 def _outcome(request: dict[str, Any]) -> dict[str, Any]:
@@ -275,17 +278,20 @@ def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
     return {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
 
 
-def _loader(dataset: Dataset, config: TrainConfig, *, start: int, stop: int,
-            device: torch.device) -> DataLoader:
+def batches(dataset: Dataset, config: TrainConfig, *, start: int, stop: int,
+            device: torch.device) -> Iterator[Batch]:
+    """The batches of steps ``start .. stop - 1``: seeded per (step, slot), read by
+    ``config.num_workers`` workers and ``config.prefetch`` batches ahead."""
     sampler = StepSampler(
         len(dataset), batch_size=config.batch_size, seed=config.seed, start=start, stop=stop
     )
-    return DataLoader(
+    loader = DataLoader(
         SeededSamples(dataset, seed=config.seed),
         batch_sampler=sampler,
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
     )
+    return prefetched(loader, config.prefetch)
 
 
 def fit(
@@ -332,8 +338,9 @@ def fit(
     started, samples = time.perf_counter(), 0
     bar = tqdm(total=config.steps, initial=state.step, desc=run.kind, unit="step",
                disable=None if progress else True, dynamic_ncols=True)
-    with bar:
-        for batch in _loader(dataset, config, start=state.step, stop=stop, device=device):
+    with bar, closing(batches(dataset, config, start=state.step, stop=stop,
+                              device=device)) as stream:
+        for batch in stream:
             lr = learning_rate(state.step, peak=run.lr, warmup_steps=warmup_steps(config),
                                total_steps=config.steps)
             values = train_one_step(model, optimizer, batch, loss_function, lr=lr,
