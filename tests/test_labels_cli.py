@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -97,3 +98,59 @@ def test_preview_writes_a_grid(store, tmp_path, capsys, which):
     # Four tiles per row (image | teacher or boundary | blended | mask), each at least
     # 40 * 50 / 96 px wide for these aspect ratios, plus the sample-id labels.
     assert sizes[3][0] >= 4 * 20 + 3 * gap
+
+
+def _write_truths(store: dict, count: int) -> tuple:
+    """Soft true alphas (blurred masks, at the image size) for the first ``count`` samples."""
+    from mlb.data.imageio import image_size, read_mask
+
+    corpus, truths = store["root"] / "corpus", store["root"] / f"truths-{count}"
+    truths.mkdir(exist_ok=True)
+    written = {}
+    for image in sorted((corpus / "images").iterdir())[:count]:
+        mask = read_mask(corpus / "masks" / f"{image.stem}.png", size=image_size(image))
+        truth = cv2.GaussianBlur(mask, (0, 0), 1.5)
+        cv2.imwrite(str(truths / f"{image.stem}.png"), np.round(truth * 255).astype(np.uint8))
+        written[image.stem] = (mask, cv2.imread(str(truths / f"{image.stem}.png"), 0) / 255.0)
+    return truths, written
+
+
+@pytest.mark.parametrize("which", ["plain", "with_teacher"])
+def test_score_compares_labels_and_masks_with_true_alpha(store, tmp_path, capsys, which):
+    from storage import LabelStore
+
+    truths, written = _write_truths(store, 6)
+    out = tmp_path / "score.json"
+    assert main(["labels", "score", store[which], "--store", store["store"], "--alphas",
+                 str(truths), "--json", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 samples scored, 4 without a true alpha" in printed
+    assert "| coarse mask |" in printed and "| blended alpha |" in printed
+    score = json.loads(out.read_text())
+    assert (score["scored"], score["unscored"]) == (6, 4)
+    assert ("teacher_alpha" in score["mean"]) == (which == "with_teacher")
+    # The same numbers, computed here from the stored bytes.
+    version = LabelStore(store["store"]).open_version(store[which])
+    mask_mse, blended_mse, inside = [], [], []
+    for sample_id in version.sample_ids:
+        stem = version.entry(sample_id).image_path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if stem not in written:
+            continue
+        mask, truth = written[stem]
+        labels = version.read(sample_id)
+        band = (truth > 0.05) & (truth < 0.95)
+        mask_mse.append(np.mean((mask - truth) ** 2) * 1e3)
+        blended_mse.append(np.mean((labels.blended_alpha / 255.0 - truth) ** 2) * 1e3)
+        inside.append(np.mean(labels.blended_boundary[band] / 255.0))
+    assert score["mean"]["coarse_mask"]["mse"] == pytest.approx(np.mean(mask_mse), rel=1e-4)
+    assert score["mean"]["blended_alpha"]["mse"] == pytest.approx(np.mean(blended_mse),
+                                                                  rel=1e-4)
+    assert score["blend_weight"]["boundary"] == pytest.approx(np.mean(inside), rel=1e-4)
+
+
+def test_score_without_any_true_alpha_is_a_clear_error(store, tmp_path, capsys):
+    empty = tmp_path / "alphas"
+    empty.mkdir()
+    assert main(["labels", "score", store["plain"], "--store", store["store"], "--alphas",
+                 str(empty), "--quiet"]) == 2
+    assert f"has a true alpha in {empty}" in capsys.readouterr().err

@@ -4,9 +4,11 @@
     mlb labels show latest --store labels/
     mlb labels verify v-0123456789abcdef --store labels/
     mlb labels preview latest --store labels/ --out preview.png --count 8
+    mlb labels score latest --store labels/ --alphas corpus/alphas [--json score.json]
 
 ``verify`` recomputes every shard's checksum from the stored bytes and exits 1 naming each
-damaged shard.
+damaged shard. ``score`` compares the cached labels (and the coarse masks they replace) with
+true alpha where the user has some (``mlb.labelscore``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--count", type=int, default=8, help="rows (samples) in the grid")
     preview.add_argument("--height", type=int, default=160, help="tile height in pixels")
     preview.set_defaults(func=run_preview)
+
+    score = actions.add_parser(
+        "score", help="score the labels (and the masks) against true alphas, where some exist")
+    _version_arguments(score)
+    score.add_argument("--alphas", required=True,
+                       help="folder of true alphas, matched to the corpus images by file stem")
+    score.add_argument("--json", dest="json_path", help="write the full score (JSON) here")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(func=run_score)
 
 
 def _version_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,4 +150,21 @@ def run_preview(args: argparse.Namespace) -> int:
     path = preview_version(args.store, args.version, args.out, count=args.count,
                            height=args.height)
     print(path)
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mlb.labelscore import score_label_version
+
+    score = score_label_version(args.store, args.version, args.alphas,
+                                progress=not args.quiet)
+    print(f"{score.version_id}: {score.scored} samples scored, {score.unscored} without a "
+          "true alpha\n")
+    print(score.table)
+    if args.json_path:
+        path = Path(args.json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(score.model_dump_json(indent=2) + "\n")
     return 0
