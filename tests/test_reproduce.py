@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mlb.cli import main
-from mlb.reproduce import COLUMNS, DOMAINS, ROWS
+from mlb.reproduce import COLUMNS, DOMAINS, LABEL_ROW_NAMES, LABEL_ROWS, ROWS
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +33,22 @@ def test_every_row_is_trained_and_scored(paper_run):
     assert "Command: `mlb reproduce paper --preset tiny`" in table
     assert report["whole_mse_gain"] == pytest.approx(
         1 - report["mean"]["mlb"]["mse"] / report["mean"]["teacher"]["mse"])
+
+
+def test_the_labels_the_students_learn_from_are_scored(paper_run):
+    work, _ = paper_run
+    report = json.loads((work / "report.json").read_text())
+    labels = report["labels_per_seed"]["0"]
+    assert set(labels) == set(LABEL_ROWS)
+    for row in LABEL_ROWS:
+        assert all(labels[row][column] >= 0.0 for column in COLUMNS)
+    # Each blended row reports where the blend took the teacher; b is a probability.
+    for row in ("soft_r1", "hard_r1", "soft_r2"):
+        assert 0.0 <= labels[row]["b_boundary"] <= 1.0
+        assert 0.0 <= labels[row]["b_elsewhere"] <= 1.0
+    table = (work / "table.md").read_text()
+    for label in LABEL_ROW_NAMES.values():
+        assert f"| {label} |" in table
 
 
 def test_the_ema_round_records_its_lineage(paper_run):

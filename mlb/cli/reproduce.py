@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     config = type(config).model_validate(config.model_dump())  # re-validate the overrides
     experiment = reproduce if args.experiment == "paper" else domain_gap
     report = experiment(config, progress=not args.quiet)
-    print(report.table)
+    tables = report.table + (f"\n\n{report.labels_table}" if args.experiment == "paper" else "")
+    print(tables)
     print(f"\n{report.seconds / 60:.1f} min")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report.model_dump(mode="json"), indent=2))
@@ -55,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
             f" --{key} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
             for key, value in overrides.items() if key != "work")
         Path(args.markdown).write_text(
-            f"{report.table}\n\nCommand: `{command}`; run time {report.seconds / 60:.1f} "
+            f"{tables}\n\nCommand: `{command}`; run time {report.seconds / 60:.1f} "
             "min on this machine.\n")
     return 0
