@@ -55,6 +55,11 @@ def dequantize_unit(u8: torch.Tensor) -> torch.Tensor:
     return u8.to(torch.float32) / 255.0
 
 
+# Resampling a label in float32 (augmentation, resizing) can land an ulp or two outside
+# [0, 1]; such values are clamped, anything further out is an error.
+UNIT_TOLERANCE = 1e-6
+
+
 def _as_unit_float(name: str, x: torch.Tensor) -> torch.Tensor:
     """uint8 -> float32 / 255; floating tensors are checked for [0, 1] and no NaN."""
     if x.dtype == torch.uint8:
@@ -67,8 +72,10 @@ def _as_unit_float(name: str, x: torch.Tensor) -> torch.Tensor:
     low, high = (value.item() for value in torch.aminmax(x))
     if math.isnan(low) or math.isnan(high):
         raise ValueError(f"{name} contains NaN; expected values in [0, 1]")
-    if low < 0.0 or high > 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got values in [{low:g}, {high:g}]")
+    if low < -UNIT_TOLERANCE or high > 1.0 + UNIT_TOLERANCE:
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{low:.9g}, {high:.9g}]")
+    if low < 0.0 or high > 1.0:  # float rounding of resampled labels: an ulp or two out
+        return x.clamp(0.0, 1.0)
     return x
 
 

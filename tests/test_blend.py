@@ -233,3 +233,17 @@ def test_numpy_integer_band_is_accepted():
     expected = blend_labels(*inputs, band_px=2)
     result = blend_labels(*inputs, band_px=np.int64(2))
     assert all(torch.equal(a, b) for a, b in zip(result, expected, strict=True))
+
+
+def test_an_ulp_outside_the_unit_range_is_clamped_and_further_is_named():
+    teacher_alpha, teacher_boundary, coarse_mask = _batch(6)
+    above_one = torch.nextafter(torch.ones(()), torch.full((), 2.0))  # 1 + 2**-23
+    resampled = coarse_mask.clone()
+    resampled[0, 0, 0, 0] = above_one
+    resampled[0, 0, 0, 1] = -1e-8
+    expected = blend_labels(teacher_alpha, teacher_boundary, resampled.clamp(0, 1))
+    result = blend_labels(teacher_alpha, teacher_boundary, resampled)
+    assert all(torch.equal(a, b) for a, b in zip(result, expected, strict=True))
+    resampled[0, 0, 0, 0] = 1.0001
+    with pytest.raises(ValueError, match=r"coarse_mask must lie in \[0, 1\].*1\.0001"):
+        blend_labels(teacher_alpha, teacher_boundary, resampled)
