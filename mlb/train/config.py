@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_EMA_MOMENTUM",
     "DEFAULT_LR",
     "DdcRequest",
+    "RunRequest",
     "StudentRequest",
     "TeacherRequest",
     "TrainConfig",
@@ -95,33 +96,10 @@ class TrainConfig(FrozenConfig):
     keeps one at ``DEFAULT_EMA_MOMENTUM`` when its architecture is the teacher's)."""
 
 
-class TeacherRequest(FrozenConfig):
-    """Step 1 of MLB: optional pre-training on masks, then fine-tuning on composites."""
+class RunRequest(FrozenConfig):
+    """What every training recipe takes: the network, where it goes, where it starts, the
+    loop's settings, the loss weights and the augmentation."""
 
-    matte: PathText
-    """Matte corpus folder with ``fg/``, ``alpha/`` and ``bg/`` (the ``mlb synth`` layout)."""
-    pretrain_images: PathText | None = None
-    pretrain_masks: PathText | None = None
-    model: ModelField
-    out: PathText
-    init: PathText | None = None
-    """Checkpoint to start from (its model weights, same architecture), e.g. an existing
-    segmentation model; pre-training, if any, continues from it."""
-    pretrain_steps: int = Field(0, ge=0)
-    """Steps of mask pre-training (MSE); its checkpoint is kept as ``<out>.pretrain.pt``."""
-    pretrain_lr: float | None = Field(None, gt=0.0)
-    """None: ``DEFAULT_LR["teacher-pretrain"]`` (1e-4)."""
-    train: TrainConfig
-    loss: LossConfig = LossConfig()
-    augment: AugmentConfig = AugmentConfig()
-
-
-class StudentRequest(FrozenConfig):
-    """Step 2 of MLB: the student learns from a cached blended label version."""
-
-    store: PathText
-    labels: str = "latest"
-    """Label version id in ``store``, or ``"latest"``."""
     model: ModelField
     out: PathText
     init: PathText | None = None
@@ -129,6 +107,30 @@ class StudentRequest(FrozenConfig):
     train: TrainConfig
     loss: LossConfig = LossConfig()
     augment: AugmentConfig = AugmentConfig()
+
+
+class TeacherRequest(RunRequest):
+    """Step 1 of MLB: optional pre-training on masks, then fine-tuning on composites.
+
+    ``init`` may be an existing segmentation model; pre-training, if any, continues from it.
+    """
+
+    matte: PathText
+    """Matte corpus folder with ``fg/``, ``alpha/`` and ``bg/`` (the ``mlb synth`` layout)."""
+    pretrain_images: PathText | None = None
+    pretrain_masks: PathText | None = None
+    pretrain_steps: int = Field(0, ge=0)
+    """Steps of mask pre-training (MSE); its checkpoint is kept as ``<out>.pretrain.pt``."""
+    pretrain_lr: float | None = Field(None, gt=0.0)
+    """None: ``DEFAULT_LR["teacher-pretrain"]`` (1e-4)."""
+
+
+class StudentRequest(RunRequest):
+    """Step 2 of MLB: the student learns from a cached blended label version."""
+
+    store: PathText
+    labels: str = "latest"
+    """Label version id in ``store``, or ``"latest"``."""
     strong_augment: bool = True
     """Strong (weak + colour) augmentation; False for the weak/strong ablation."""
     ema: bool | None = None
@@ -139,17 +141,11 @@ class StudentRequest(FrozenConfig):
     with trimaps from their coarse masks (method.md section 2: combining both seeds)."""
 
 
-class DdcRequest(FrozenConfig):
+class DdcRequest(RunRequest):
     """Matting without alpha labels: known loss + 10 x DDC on trimaps from coarse masks."""
 
     images: PathText
     masks: PathText
-    model: ModelField
-    out: PathText
-    init: PathText | None = None
-    train: TrainConfig
-    loss: LossConfig = LossConfig()
-    augment: AugmentConfig = AugmentConfig()
     strong_augment: bool = False
     """Colour augmentation changes the colour distances DDC relies on; off by default."""
     trimap_kernel_range: tuple[int, int] = DEFAULT_KERNEL_RANGE
