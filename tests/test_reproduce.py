@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mlb.cli import main
-from mlb.reproduce import COLUMNS, DOMAINS, LABEL_ROW_NAMES, LABEL_ROWS, ROWS
+from mlb.reproduce import BLENDED_ROWS, COLUMNS, DOMAINS, LABEL_ROWS, ROWS
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +43,11 @@ def test_the_labels_the_students_learn_from_are_scored(paper_run):
     for row in LABEL_ROWS:
         assert all(labels[row][column] >= 0.0 for column in COLUMNS)
     # Each blended row reports where the blend took the teacher; b is a probability.
-    for row in ("soft_r1", "hard_r1", "soft_r2"):
+    for row in BLENDED_ROWS:
         assert 0.0 <= labels[row]["b_boundary"] <= 1.0
         assert 0.0 <= labels[row]["b_elsewhere"] <= 1.0
     table = (work / "table.md").read_text()
-    for label in LABEL_ROW_NAMES.values():
+    for label in LABEL_ROWS.values():
         assert f"| {label} |" in table
 
 
