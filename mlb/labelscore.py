@@ -61,11 +61,9 @@ class LabelScore(FrozenConfig):
     table: str
 
 
-def _unit(values: np.ndarray) -> np.ndarray:
-    return values.astype(np.float32) / 255.0
-
-
-def _weights(weight: np.ndarray, band: np.ndarray) -> dict[str, float]:
+def _weights(stored: np.ndarray, band: np.ndarray) -> dict[str, float]:
+    """Mean blend weight (stored as uint8 0..255) inside and outside ``band``."""
+    weight = stored.astype(np.float32) / 255.0
     return {"boundary": float(weight[band].mean()) if band.any() else math.nan,
             "elsewhere": float(weight[~band].mean()) if (~band).any() else math.nan}
 
@@ -96,11 +94,11 @@ def score_label_version(store: str | os.PathLike, version: str, alphas: str | os
         truth = read_alpha(truth_path, size=labels.shape)
         candidates = {"coarse_mask": read_mask(entry.mask_path, size=labels.shape),
                       "teacher_alpha": labels.teacher_alpha,
-                      "blended_alpha": _unit(labels.blended_alpha)}
+                      "blended_alpha": labels.blended_alpha}
         for row, values in candidates.items():
             if values is not None:
                 per_row.setdefault(row, []).append(region_metrics(values, truth))
-        weights.append(_weights(_unit(labels.blended_boundary), boundary_region(truth)))
+        weights.append(_weights(labels.blended_boundary, boundary_region(truth)))
     if not weights:
         raise ValueError(f"no sample of label version {opened.version_id} has a true alpha in "
                          f"{folder} (alphas are matched to images by file stem)")

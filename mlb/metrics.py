@@ -129,20 +129,25 @@ def region_metrics(pred_alpha: np.ndarray, true_alpha: np.ndarray) -> dict[str, 
     The cheap part of :func:`matting_metrics`, same arguments and scales; for scoring many
     label maps (``mlb labels score``).
     """
+    return _regions(*_unit_pair(pred_alpha, true_alpha))
+
+
+def _unit_pair(pred_alpha: np.ndarray, true_alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both as float64 in [0, 1], checked to be ``(H, W)`` of one shape."""
     pred = _as_unit_array("pred_alpha", pred_alpha)
     true = _as_unit_array("true_alpha", true_alpha)
-    _check_same_size(pred, true)
-    error = np.abs(pred - true)
-    return {**_region_errors(error, ""),
-            **_region_errors(error[boundary_region(true)], "_boundary")}
-
-
-def _check_same_size(pred: np.ndarray, true: np.ndarray) -> None:
     if pred.shape != true.shape:
         raise ValueError(
             f"pred_alpha {pred.shape} and true_alpha {true.shape} must have the same shape "
             "(score at the ground truth's resolution)"
         )
+    return pred, true
+
+
+def _regions(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    error = np.abs(pred - true)
+    return {**_region_errors(error, ""),
+            **_region_errors(error[boundary_region(true)], "_boundary")}
 
 
 def matting_metrics(pred_alpha: np.ndarray, true_alpha: np.ndarray) -> dict[str, float]:
@@ -161,10 +166,8 @@ def matting_metrics(pred_alpha: np.ndarray, true_alpha: np.ndarray) -> dict[str,
     Raises:
         ValueError: for shapes that differ or are not 2-D, or an unsupported dtype.
     """
-    pred = _as_unit_array("pred_alpha", pred_alpha)
-    true = _as_unit_array("true_alpha", true_alpha)
-    _check_same_size(pred, true)
-    regions = region_metrics(pred, true)
+    pred, true = _unit_pair(pred_alpha, true_alpha)
+    regions = _regions(pred, true)
     return {
         **{key: regions[key] for key in ("mse", "sad", "mad")},
         "grad": gradient_error(pred, true),
