@@ -153,7 +153,8 @@ def blend_labels(
     Returns:
         ``(blended_alpha, blended_boundary)``, both ``(B, 1, H, W)`` in [0, 1] on the inputs'
         device. ``blended_boundary`` is the effective ``b`` actually used (after the hard
-        threshold and the band): it is what the student's boundary head learns. Dtype: the
+        threshold and the band), kept for diagnosis and for students that learn it
+        (``StudentRequest.boundary_target = "blend"``). Dtype: the
         promoted dtype of the float inputs, uint8 inputs counting as float32.
 
     Raises:

@@ -150,7 +150,7 @@ def matting_loss(
         pred_alpha: ``(B, 1, H, W)`` floating in [0, 1] (after the sigmoid).
         pred_boundary_logit: same shape; the boundary head's logit (before any sigmoid).
         true_alpha: same shape; the alpha label in [0, 1] (true or ``blended_alpha``).
-        true_boundary: same shape, in [0, 1]; soft targets are fine (the student passes the
+        true_boundary: same shape, in [0, 1]; soft targets are fine (a student may pass the
             cached ``blended_boundary``). Default: ``boundary_target(true_alpha)``.
         boundary_weight: lambda, 0.01 in the paper.
         laplacian_levels: pyramid levels of the Laplacian term.

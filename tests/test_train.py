@@ -23,6 +23,8 @@ from mlb.cli import main
 from mlb.data.augment import AugmentConfig, weak_preset
 from mlb.data.corpus import find_segmentation_samples
 from mlb.data.datasets import SegmentationDataset
+from mlb.losses import LossConfig
+from mlb.models import MattingOutput
 from mlb.relabel import RelabelConfig, RelabelRequest, relabel
 from mlb.train import (
     StudentRequest,
@@ -36,7 +38,7 @@ from mlb.train.curves import curve_path, moving_average, save_loss_curve
 from mlb.train.ema import make_ema, update_ema
 from mlb.train.loop import batches, learning_rate
 from mlb.train.sampling import SeededSamples, StepSampler
-from mlb.train.student import student_ema_momentum
+from mlb.train.student import student_ema_momentum, student_loss
 
 TINY_AUGMENT = AugmentConfig(short_side=48, crop_sizes=(32,), output_size=32)
 
@@ -161,15 +163,40 @@ def test_student_with_ddc_and_no_ema(label_store, tmp_path):
     store, _ = label_store
     out = tmp_path / "student.pt"
     code = main(["train", "student", "--store", str(store), "--steps", "1", "--out", str(out),
-                 "--ddc-weight", "0.5", "--no-ema", "--weak-aug", *TINY_TRAIN_FLAGS])
+                 "--ddc-weight", "0.5", "--no-ema", "--weak-aug", "--boundary-target", "blend",
+                 *TINY_TRAIN_FLAGS])
     assert code == 0
     checkpoint = read_checkpoint(out)
     assert checkpoint.ema_state_dict is None
+    assert checkpoint.train_config["request"]["boundary_target"] == "blend"
     assert {"l1", "known", "ddc", "total"} <= set(checkpoint.history)
     terms = {name: values[0] for name, values in checkpoint.history.items()}
     expected = (terms["l1"] + terms["laplacian"] + 0.01 * terms["boundary_bce"]
                 + 0.5 * (terms["known"] + 10 * terms["ddc"]))
     assert terms["total"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("target", ["band", "blend"])
+def test_student_boundary_head_learns_the_band_of_its_labels_or_the_blend_weight(target):
+    # Labels soft in the left half only; the cached blend weight says 0.3 everywhere.
+    blended = torch.zeros(2, 1, 6, 8)
+    blended[..., :4] = 0.5
+    weight = torch.full_like(blended, 0.3)
+    logits = torch.linspace(-3, 3, blended.numel()).reshape(blended.shape)
+    prediction = MattingOutput(alpha=blended.clone(), boundary_logit=logits)
+    terms = student_loss(prediction, {"blended_alpha": blended, "blended_boundary": weight},
+                         loss=LossConfig(), boundary_target=target)
+    expected_target = (blended > 0.05).float() if target == "band" else weight
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, expected_target)
+    assert terms["boundary_bce"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_student_loss_names_an_unknown_boundary_target():
+    zeros = torch.zeros(1, 1, 4, 4)
+    prediction = MattingOutput(alpha=zeros, boundary_logit=zeros)
+    batch = {"blended_alpha": zeros, "blended_boundary": zeros}
+    with pytest.raises(ValueError, match="'edge'"):
+        student_loss(prediction, batch, loss=LossConfig(), boundary_target="edge")
 
 
 def test_ddc_trains_from_coarse_masks_alone(corpus, tmp_path):

@@ -68,6 +68,9 @@ def _add_student(recipes: argparse._SubParsersAction) -> None:
                      help="no EMA copy (ablation)")
     parser.add_argument("--ddc-weight", type=float, default=0.0,
                         help="add W x (known + 10 x DDC) on the same images (default 0)")
+    parser.add_argument("--boundary-target", choices=("band", "blend"), default="band",
+                        help="boundary head target: the band 0.05 < blended_alpha < 0.95 "
+                             "(default) or the cached blend weight")
     _add_common(parser)
     parser.set_defaults(func=_run_student)
 
@@ -177,7 +180,8 @@ def _run_student(args: argparse.Namespace) -> int:
 
     request = StudentRequest(store=args.store, labels=args.labels, init=args.init,
                              strong_augment=not args.weak_aug, ema=args.ema,
-                             ddc_weight=args.ddc_weight, **_shared(args))
+                             ddc_weight=args.ddc_weight,
+                             boundary_target=args.boundary_target, **_shared(args))
     return _report(train_student(request, **_options(args)))
 
 

@@ -1,9 +1,11 @@
 """Step 2 of MLB: the student learns from a cached blended label version (method.md section 1).
 
-Loss: ``matting_loss`` against ``blended_alpha`` with ``blended_boundary`` as the (soft)
-boundary target, on strongly augmented images (geometry applied to image and labels alike,
-colour to the image only). Optionally ``ddc_weight * (L_known + 10 * L_DDC)`` on the same
-natural images with trimaps from their coarse masks, so the two seeds of method.md combine.
+Loss: ``matting_loss`` against ``blended_alpha``, with the band of the labels
+``1[0.05 < blended_alpha < 0.95]`` (default) or the cached ``blended_boundary`` as the
+boundary target (``StudentRequest.boundary_target`` says why), on strongly augmented images
+(geometry applied to image and labels alike, colour to the image only). Optionally
+``ddc_weight * (L_known + 10 * L_DDC)`` on the same natural images with trimaps from their
+coarse masks, so the two seeds of method.md combine.
 
 Mean teacher (offline form): when the student has the teacher's architecture (the version's
 ``metadata["teacher"]["model"]``) it keeps an EMA copy, saved as ``ema_state_dict``; the next
@@ -24,6 +26,7 @@ from mlb.data.augment import strong_preset, weak_preset
 from mlb.data.trimap import DEFAULT_KERNEL_RANGE
 from mlb.labelset import LabelSetDataset
 from mlb.losses import LossConfig, matting_loss
+from mlb.losses import boundary_target as label_band
 from mlb.models import MattingOutput, build_model_from_config
 from mlb.train.config import DEFAULT_EMA_MOMENTUM, DEFAULT_LR, StudentRequest, TrainSummary
 from mlb.train.ddc import TrimapDataset, ddc_loss_terms
@@ -39,17 +42,29 @@ __all__ = [
 ]
 
 
+def _boundary_target(batch: Batch, kind: str) -> Tensor:
+    if kind == "band":
+        return label_band(batch["blended_alpha"])
+    if kind == "blend":
+        return batch["blended_boundary"]
+    raise ValueError(f"boundary_target must be 'band' or 'blend', got {kind!r}")
+
+
 def student_loss(prediction: MattingOutput, batch: Batch, *, loss: LossConfig,
-                 ddc_weight: float = 0.0) -> dict[str, Tensor]:
+                 ddc_weight: float = 0.0, boundary_target: str = "band"
+                 ) -> dict[str, Tensor]:
     """``matting_loss`` against the blended labels, plus the weighted DDC terms if asked.
 
+    ``boundary_target``: ``"band"`` (the band of ``blended_alpha``) or ``"blend"`` (the
+    cached ``blended_boundary``), see ``StudentRequest.boundary_target``.
     ``batch``: ``"blended_alpha"``, ``"blended_boundary"`` ``(B, 1, H, W)`` in [0, 1]; with
     ``ddc_weight > 0`` also ``"image"`` and ``"trimap"``. Returns the named terms of both
     losses (``known``, ``ddc`` unweighted) and ``total``.
     """
     terms = matting_loss(
         prediction.alpha, prediction.boundary_logit, batch["blended_alpha"],
-        true_boundary=batch["blended_boundary"], boundary_weight=loss.boundary_weight,
+        true_boundary=_boundary_target(batch, boundary_target),
+        boundary_weight=loss.boundary_weight,
         laplacian_levels=loss.laplacian_levels,
     )
     if ddc_weight > 0:
@@ -116,7 +131,8 @@ def train_student(
                     ema_momentum=student_ema_momentum(request, teacher_model))
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
-        return student_loss(prediction, batch, loss=request.loss, ddc_weight=request.ddc_weight)
+        return student_loss(prediction, batch, loss=request.loss, ddc_weight=request.ddc_weight,
+                            boundary_target=request.boundary_target)
 
     return fit(model, dataset, loss_function, config=request.train, run=run,
                resume=resume, overwrite=overwrite, stop_at_step=stop_at_step,
