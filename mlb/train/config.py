@@ -26,6 +26,7 @@ from mlb.models import ModelConfig
 __all__ = [
     "DEFAULT_EMA_MOMENTUM",
     "DEFAULT_LR",
+    "BoundaryTarget",
     "DdcRequest",
     "RunRequest",
     "StudentRequest",
@@ -125,6 +126,10 @@ class TeacherRequest(RunRequest):
     """None: ``DEFAULT_LR["teacher-pretrain"]`` (1e-4)."""
 
 
+BoundaryTarget = Literal["band", "blend"]
+"""What a student's boundary head learns (``StudentRequest.boundary_target``)."""
+
+
 class StudentRequest(RunRequest):
     """Step 2 of MLB: the student learns from a cached blended label version."""
 
@@ -139,7 +144,7 @@ class StudentRequest(RunRequest):
     ddc_weight: float = Field(0.0, ge=0.0)
     """Adds ``ddc_weight * (L_known + loss.ddc_weight * L_DDC)`` on the same natural images,
     with trimaps from their coarse masks (method.md section 2: combining both seeds)."""
-    boundary_target: Literal["band", "blend"] = "band"
+    boundary_target: BoundaryTarget = "band"
     """What the boundary head learns. ``"band"`` (default): ``1[0.05 < blended_alpha <
     0.95]``, the teacher's own target applied to the labels the student learns ("the same
     loss as the teacher", method.md). ``"blend"``: the cached ``blended_boundary``, the weight

@@ -28,7 +28,13 @@ from mlb.labelset import LabelSetDataset
 from mlb.losses import LossConfig, matting_loss
 from mlb.losses import boundary_target as label_band
 from mlb.models import MattingOutput, build_model_from_config
-from mlb.train.config import DEFAULT_EMA_MOMENTUM, DEFAULT_LR, StudentRequest, TrainSummary
+from mlb.train.config import (
+    DEFAULT_EMA_MOMENTUM,
+    DEFAULT_LR,
+    BoundaryTarget,
+    StudentRequest,
+    TrainSummary,
+)
 from mlb.train.ddc import TrimapDataset, ddc_loss_terms
 from mlb.train.loop import Batch, RunRecord, fit
 from storage import LabelStore
@@ -42,7 +48,7 @@ __all__ = [
 ]
 
 
-def _boundary_target(batch: Batch, kind: str) -> Tensor:
+def _boundary_target(batch: Batch, kind: BoundaryTarget) -> Tensor:
     if kind == "band":
         return label_band(batch["blended_alpha"])
     if kind == "blend":
@@ -51,7 +57,7 @@ def _boundary_target(batch: Batch, kind: str) -> Tensor:
 
 
 def student_loss(prediction: MattingOutput, batch: Batch, *, loss: LossConfig,
-                 ddc_weight: float = 0.0, boundary_target: str = "band"
+                 ddc_weight: float = 0.0, boundary_target: BoundaryTarget = "band"
                  ) -> dict[str, Tensor]:
     """``matting_loss`` against the blended labels, plus the weighted DDC terms if asked.
 
