@@ -3,7 +3,7 @@
 A checkpoint is a plain dict of tensors and JSON-like values written with ``torch.save`` and
 read with ``torch.load(weights_only=True)``: loading never unpickles arbitrary objects, so a
 checkpoint can never run code. It carries the model config (to rebuild the network), the
-optional EMA weights (the next mean-teacher), optimizer/scheduler state and step (to resume),
+optional EMA weights (the next mean-teacher), optimizer state and step (to resume),
 the training config, the label version it learned from, and its metrics.
 """
 
@@ -39,7 +39,6 @@ class Checkpoint:
     kind: str = "model"
     ema_state_dict: dict[str, torch.Tensor] | None = None
     optimizer_state: dict[str, Any] | None = None
-    scheduler_state: dict[str, Any] | None = None
     step: int = 0
     train_config: dict[str, Any] = field(default_factory=dict)
     label_version: str | None = None
@@ -56,7 +55,9 @@ class Checkpoint:
             "state_dict": self.state_dict,
             "ema_state_dict": self.ema_state_dict,
             "optimizer_state": self.optimizer_state,
-            "scheduler_state": self.scheduler_state,
+            # No scheduler state is kept (the schedule is a function of the step); the key
+            # stays, always None, so files read the same in the previous release.
+            "scheduler_state": None,
             "step": self.step,
             "train_config": self.train_config,
             "label_version": self.label_version,
@@ -99,7 +100,6 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         kind=payload["kind"],
         ema_state_dict=payload["ema_state_dict"],
         optimizer_state=payload["optimizer_state"],
-        scheduler_state=payload["scheduler_state"],
         step=payload["step"],
         train_config=payload["train_config"],
         label_version=payload["label_version"],

@@ -18,10 +18,18 @@ from __future__ import annotations
 import datetime
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 from storage.errors import DamagedShard, IncompleteVersion
-from storage.layout import commit_path, committed_shards, shard_dir, shard_name, version_document
+from storage.layout import (
+    StoreRoot,
+    commit_path,
+    committed_shards,
+    shard_dir,
+    shard_name,
+    version_document,
+)
 from storage.manifest import Manifest, ManifestEntry
 from storage.shards import (
     QuarantineRecord,
@@ -34,10 +42,28 @@ from storage.shards import (
 )
 from storage.version import LabelVersion
 
-if TYPE_CHECKING:
-    from storage.labelstore import LabelStore
-
 Progress = Callable[[Iterable], Iterable]  # e.g. tqdm.tqdm; storage itself does not import it
+
+
+class DraftHost(Protocol):
+    """What a draft needs from its store (``LabelStore`` provides it): the files, the locks,
+    the ``latest`` pointers. Named here so that this module does not import the store's."""
+
+    url: str
+
+    @property
+    def root(self) -> StoreRoot: ...
+
+    def lock(self, version_id: str, *, shard: int | None = None
+             ) -> AbstractContextManager[object]: ...
+
+    def move_latest(self, version_id: str, corpus: str) -> None: ...
+
+    def drop_locks(self, version_id: str) -> None: ...
+
+    def open_version(self, version_id: str) -> LabelVersion: ...
+
+    def draft(self, version_id: str) -> DraftVersion: ...
 
 
 class DraftVersion:
@@ -46,7 +72,7 @@ class DraftVersion:
     Picklable (store URL and version id only), so a Dask task can receive it and write shards.
     """
 
-    def __init__(self, store: LabelStore, version_id: str, draft: dict, manifest: Manifest) -> None:
+    def __init__(self, store: DraftHost, version_id: str, draft: dict, manifest: Manifest) -> None:
         self.store, self.version_id = store, version_id
         self.manifest = manifest
         self.shard_size: int = draft["shard_size"]
@@ -74,7 +100,7 @@ class DraftVersion:
 
     def committed_shards(self) -> list[int]:
         """Shards with a commit marker, read fresh from the store on every call."""
-        return committed_shards(self.store._root, self.version_id)
+        return committed_shards(self.store.root, self.version_id)
 
     def pending_shards(self) -> list[int]:
         """Shards without a commit marker (still to write, or half-written by a killed run)."""
@@ -83,7 +109,7 @@ class DraftVersion:
 
     @property
     def published(self) -> bool:
-        return self.store._root.exists(version_document(self.version_id, "version.json"))
+        return self.store.root.exists(version_document(self.version_id, "version.json"))
 
     def write_shard(self, shard: int, samples: Sequence[SampleLabels],
                     quarantined: Sequence[QuarantineRecord] = ()) -> bool:
@@ -96,8 +122,8 @@ class DraftVersion:
         ordered, ordered_quarantine = self._arrange(shard, samples, quarantined)
         if self.published:
             return False
-        with self.store._lock(self.version_id, shard=shard):
-            root = self.store._root
+        with self.store.lock(self.version_id, shard=shard):
+            root = self.store.root
             if root.exists(commit_path(self.version_id, shard)):
                 return False
             root.remove_tree(shard_dir(self.version_id, shard))  # a killed writer's leftovers
@@ -114,8 +140,8 @@ class DraftVersion:
         shards whose stored bytes do not match their markers. Publishing a published version
         does nothing and returns it.
         """
-        root = self.store._root
-        with self.store._lock(self.version_id):
+        root = self.store.root
+        with self.store.lock(self.version_id):
             if not self.published:
                 markers = self._committed_markers()
                 self._check_stored(markers, progress)
@@ -126,10 +152,10 @@ class DraftVersion:
                                 self._version_document(markers))
             events = root.read_json(version_document(self.version_id, "events.json")) or {}
             if "published_at" not in events:  # also completes a publish killed before this
-                self.store._move_latest(self.version_id, self.manifest.corpus)
+                self.store.move_latest(self.version_id, self.manifest.corpus)
                 events["published_at"] = now_iso()
                 root.write_json(version_document(self.version_id, "events.json"), events)
-        self.store._drop_locks(self.version_id)
+        self.store.drop_locks(self.version_id)
         return self.store.open_version(self.version_id)
 
     def _committed_markers(self) -> dict[int, dict]:
@@ -140,13 +166,13 @@ class DraftVersion:
                 f"version {self.version_id} cannot be published: {len(pending)} of "
                 f"{self.shard_count} shards are pending (no commit marker): {shown}"
             )
-        return {shard: self.store._root.read_json(commit_path(self.version_id, shard))
+        return {shard: self.store.root.read_json(commit_path(self.version_id, shard))
                 for shard in range(self.shard_count)}
 
     def _check_stored(self, markers: dict[int, dict], progress: Progress | None) -> None:
         problems = []
         for shard in (progress or iter)(range(self.shard_count)):
-            store = self.store._root.zarr_store(shard_dir(self.version_id, shard), read_only=True)
+            store = self.store.root.zarr_store(shard_dir(self.version_id, shard), read_only=True)
             where = f"shard {shard} of version {self.version_id}"
             problem = check_shard(store, markers[shard], consolidated=False, where=where)
             if problem is not None:
@@ -201,6 +227,6 @@ def _abbreviate(ids: Sequence[str], limit: int = 8) -> str:
     return f"[{shown}{', ...' if len(ids) > limit else ''}] ({len(ids)})"
 
 
-def _reopen_draft(store: LabelStore, version_id: str) -> DraftVersion:
+def _reopen_draft(store: DraftHost, version_id: str) -> DraftVersion:
     return store.draft(version_id)
 

@@ -128,7 +128,7 @@ class LabelStore:
         self.url = os.fspath(url)
         self.storage_options = dict(storage_options or {})
         self.lock_timeout_s = lock_timeout_s
-        self._root  # noqa: B018 (creates a local store's folder now, not on first write)
+        self.root  # noqa: B018 (creates a local store's folder now, not on first write)
 
     def __reduce__(self) -> tuple:
         return (_reopen_store, (self.url, self.storage_options, self.lock_timeout_s))
@@ -137,7 +137,8 @@ class LabelStore:
         return f"LabelStore({self.url!r})"
 
     @cached_property
-    def _root(self) -> StoreRoot:
+    def root(self) -> StoreRoot:
+        """The store's files (what a ``DraftVersion`` writes through)."""
         return StoreRoot(self.url, storage_options=self.storage_options)
 
     def open_draft(self, version_id: str, *, manifest: Manifest, metadata: dict,
@@ -159,8 +160,8 @@ class LabelStore:
             "kinds": list(label_kinds(teacher_alpha=store_teacher_alpha)), "metadata": metadata,
         }
         canonical_json(draft)  # ValueError here, before anything is written
-        with self._lock(version_id):
-            existing = self._root.read_json(version_document(version_id, "draft.json"))
+        with self.lock(version_id):
+            existing = self.root.read_json(version_document(version_id, "draft.json"))
             if existing is None:
                 self._create_draft(version_id, draft, manifest)
             elif canonical_json(existing) != canonical_json(draft):
@@ -173,8 +174,8 @@ class LabelStore:
 
     def draft(self, version_id: str) -> DraftVersion:
         """Reopen an existing draft (or published version) to write shards, e.g. in a worker."""
-        draft = self._root.read_json(version_document(version_id, "draft.json"))
-        manifest = self._root.read_bytes(version_document(version_id, "manifest.json"))
+        draft = self.root.read_json(version_document(version_id, "draft.json"))
+        manifest = self.root.read_bytes(version_document(version_id, "manifest.json"))
         if draft is None or manifest is None:
             raise VersionNotFound(f"no draft {version_id!r} in {self.url}: create it with "
                                   "open_draft first")
@@ -182,13 +183,13 @@ class LabelStore:
 
     def versions(self) -> list[VersionInfo]:
         """Every version and draft in the store, oldest first."""
-        infos = [self._info(name) for name in self._root.list_names("versions")]
+        infos = [self._info(name) for name in self.root.list_names("versions")]
         infos = [info for info in infos if info is not None]
         return sorted(infos, key=lambda info: (info.created_at or "", info.version_id))
 
     def latest(self, *, corpus: str | None = None) -> str | None:
         """The last version published in the store (or for ``corpus``), None if none."""
-        pointer = self._root.read_json(latest_path(corpus))
+        pointer = self.root.read_json(latest_path(corpus))
         return None if pointer is None else pointer["version"]
 
     def open_version(self, version_id: str) -> LabelVersion:
@@ -202,11 +203,11 @@ class LabelStore:
         """Recompute every committed shard's checksum from its stored bytes; never raises on
         damage (undecodable chunks, missing files and altered markers are reported)."""
         version_id = self._resolve(version_id)
-        published = self._root.read_json(version_document(version_id, "version.json"))
-        draft = published or self._root.read_json(version_document(version_id, "draft.json"))
+        published = self.root.read_json(version_document(version_id, "version.json"))
+        draft = published or self.root.read_json(version_document(version_id, "draft.json"))
         if draft is None:
             raise VersionNotFound(f"no label version {version_id!r} in {self.url}")
-        committed = set(committed_shards(self._root, version_id))
+        committed = set(committed_shards(self.root, version_id))
         shards = range(draft["shard_count"]) if published else sorted(committed)
         problems = {}
         for shard in (progress or iter)(shards):
@@ -220,10 +221,10 @@ class LabelStore:
 
     def _check_stored_shard(self, version_id: str, shard: int, published: dict | None
                             ) -> str | None:
-        folder = self._root.path(shard_dir(version_id, shard))
+        folder = self.root.path(shard_dir(version_id, shard))
         where = f"shard {shard} of version {version_id} ({folder})"
         try:
-            marker = self._root.read_json(commit_path(version_id, shard))
+            marker = self.root.read_json(commit_path(version_id, shard))
         except ValueError as error:
             return f"{where}: commit marker unreadable: {error}"
         if marker is None:
@@ -231,7 +232,7 @@ class LabelStore:
         expected = published and published["shard_checksums"].get(shard_name(shard))
         if published and marker.get("checksum") != expected:
             return f"{where}: commit marker says {marker.get('checksum')}, version.json {expected}"
-        store = self._root.zarr_store(shard_dir(version_id, shard), read_only=True)
+        store = self.root.zarr_store(shard_dir(version_id, shard), read_only=True)
         return check_shard(store, marker, consolidated=published is not None, where=where)
 
     def _resolve(self, version_id: str) -> str:
@@ -244,47 +245,49 @@ class LabelStore:
         return latest
 
     def _info(self, version_id: str) -> VersionInfo | None:
-        published = self._root.read_json(version_document(version_id, "version.json"))
-        document = published or self._root.read_json(version_document(version_id, "draft.json"))
+        published = self.root.read_json(version_document(version_id, "version.json"))
+        document = published or self.root.read_json(version_document(version_id, "draft.json"))
         if document is None:  # a draft killed before its draft.json was written
             return None
-        events = self._root.read_json(version_document(version_id, "events.json")) or {}
+        events = self.root.read_json(version_document(version_id, "events.json")) or {}
         return VersionInfo(version_id, document["corpus"], published is not None,
                            events.get("created_at"), document.get("counts"),
                            document["metadata"])
 
     def _create_draft(self, version_id: str, draft: dict, manifest: Manifest) -> None:
         # draft.json last: its presence means the draft and its manifest exist.
-        self._root.write_json(version_document(version_id, "events.json"),
+        self.root.write_json(version_document(version_id, "events.json"),
                               {"created_at": now_iso()})
-        self._root.write_bytes(version_document(version_id, "manifest.json"),
+        self.root.write_bytes(version_document(version_id, "manifest.json"),
                                manifest.to_json().encode())
-        self._root.write_json(version_document(version_id, "draft.json"), draft)
+        self.root.write_json(version_document(version_id, "draft.json"), draft)
 
-    def _lock(self, version_id: str, *, shard: int | None = None
+    def lock(self, version_id: str, *, shard: int | None = None
               ) -> contextlib.AbstractContextManager:
         """The draft's (or one shard's) exclusive lock; a no-op on non-local stores."""
-        if not self._root.local:
+        if not self.root.local:
             return contextlib.nullcontext()
         what = f"version {version_id}" if shard is None else f"shard {shard} of {version_id}"
-        return file_lock(self._root.path(lock_path(version_id, shard)), what=what,
+        return file_lock(self.root.path(lock_path(version_id, shard)), what=what,
                          timeout_s=self.lock_timeout_s)
 
-    def _move_latest(self, version_id: str, corpus: str) -> None:
+    def move_latest(self, version_id: str, corpus: str) -> None:
+        """Point ``latest`` (store-wide and for ``corpus``) at ``version_id``."""
         with self._pointer_lock():
-            self._root.write_json(latest_path(corpus), {"version": version_id})
-            self._root.write_json(latest_path(), {"version": version_id})
+            self.root.write_json(latest_path(corpus), {"version": version_id})
+            self.root.write_json(latest_path(), {"version": version_id})
 
     def _pointer_lock(self) -> contextlib.AbstractContextManager:
-        if not self._root.local:
+        if not self.root.local:
             return contextlib.nullcontext()
-        return file_lock(self._root.path("locks/latest.lock"), what=f"latest in {self.url}",
+        return file_lock(self.root.path("locks/latest.lock"), what=f"latest in {self.url}",
                          timeout_s=self.lock_timeout_s)
 
-    def _drop_locks(self, version_id: str) -> None:
+    def drop_locks(self, version_id: str) -> None:
+        """Remove a published version's lock files."""
         # Safe once published: anyone still waiting on these locks finds the version
         # published and does nothing (write_shard and publish re-check under the lock).
-        self._root.remove_tree(f"locks/{version_id}")
+        self.root.remove_tree(f"locks/{version_id}")
 
 
 def _check_version_id(version_id: str) -> None:

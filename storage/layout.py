@@ -61,10 +61,6 @@ def shard_name(shard: int) -> str:
     return f"{shard:05d}"
 
 
-def version_dir(version_id: str) -> str:
-    return f"versions/{version_id}"
-
-
 def shard_dir(version_id: str, shard: int) -> str:
     return f"versions/{version_id}/shards/{shard_name(shard)}"
 
