@@ -33,12 +33,12 @@ from mlb.checkpoint import CheckpointError, read_checkpoint
 from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
 from mlb.evaluate import EvaluateRequest, metrics_table
+from mlb.labels.request import RelabelConfig, RelabelRequest
+from mlb.labels.store import LabelStore, VersionNotFound
 from mlb.losses import LossConfig
 from mlb.models import ModelConfig
-from mlb.relabel import RelabelConfig, RelabelRequest
 from mlb.train import StudentRequest, TrainConfig
 from mlb.train.config import PathText
-from storage import LabelStore, VersionNotFound
 
 PROMOTION_METRIC = "mse"  # whole-region MSE (method.md section 3)
 

@@ -26,8 +26,8 @@ from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
 from mlb.data.synth import make_composite_corpus, make_natural_corpus
 from mlb.evaluate import EvaluateRequest, metrics_table
+from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.models import ModelConfig
-from mlb.relabel import RelabelConfig, RelabelRequest
 from mlb.train import StudentRequest, TeacherRequest, TrainConfig
 from mlb.train.config import ModelField, PathText
 

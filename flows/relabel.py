@@ -2,7 +2,7 @@
 
     prepare  ->  relabel-shards x N (Dask, whole shards per task)  ->  publish  ->  report
 
-Each step calls ``mlb.relabel``; tasks pass the request, the version id and shard numbers,
+Each step calls ``mlb.labels.relabel``; tasks pass the request, the version id and shard numbers,
 never arrays. The store makes reruns cheap: a rerun after a crash prepares the same version
 id, finds the committed shards and labels only the rest; a rerun of a published version
 does no work at all.
@@ -40,16 +40,9 @@ from flows.runners import (
     submission_settings,
     with_retries,
 )
-from mlb.labelset import preview_version
-from mlb.relabel import (
-    RelabelPlan,
-    RelabelRequest,
-    RelabelSummary,
-    ShardStats,
-    prepare_relabel,
-    publish_relabel,
-    relabel_shards,
-)
+from mlb.labels.dataset import preview_version
+from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel_shards
+from mlb.labels.request import RelabelPlan, RelabelRequest, RelabelSummary, ShardStats
 
 PREVIEW_ROWS = 4
 PREVIEW_HEIGHT = 96  # px per tile: the PNG stays a few tens of KB inside the artifact
@@ -66,7 +59,7 @@ def prepare(request: RelabelRequest) -> RelabelPlan:
 
 @task(name="relabel-shards", task_run_name="relabel-shards-{shards}", **_TASK_OPTIONS)
 def label_shards(request: RelabelRequest, version_id: str, shards: list[int]) -> ShardStats:
-    # The teacher is loaded once per worker process (mlb.relabel caches it), not per task.
+    # The teacher is loaded once per worker process (mlb.labels.relabel caches it), not per task.
     return relabel_shards(request, version_id=version_id, shards=shards)
 
 

@@ -51,7 +51,7 @@ class DaskConfig(FrozenConfig):
     (no cluster): the cheapest choice for tiny corpora and for debugging."""
     threads_per_worker: int = Field(1, ge=1)
     """Local cluster only. One thread per process: torch parallelises inside a task, and the
-    teacher is cached once per process (mlb.relabel)."""
+    teacher is cached once per process (mlb.labels.relabel)."""
     gpu: bool = False
     """Each shard task asks for one ``GPU`` resource, so it runs only on workers started with
     ``--resources GPU=1`` (local workers then advertise one GPU each)."""

@@ -8,7 +8,7 @@ batch is padded to its largest height and width by replicating the last row and 
 network runs once, and every prediction is cropped back and resized (bilinear) to its image's
 original size.
 
-Its three stages are public so that ``mlb.relabel`` can run them on different threads:
+Its three stages are public so that ``mlb.labels.relabel`` can run them on different threads:
 
     batch = prepare_batch(images, short_side=512)       # CPU: resize + pad (cv2 frees the GIL)
                                                         # (or resize_short_side + pad_batch)

@@ -39,9 +39,10 @@ from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
 from mlb.data.synth import make_composite_corpus, make_natural_corpus
 from mlb.evaluate import EvaluateRequest, evaluate_checkpoint
-from mlb.labelscore import score_label_version
+from mlb.labels.relabel import relabel
+from mlb.labels.request import RelabelConfig, RelabelRequest
+from mlb.labels.score import score_label_version
 from mlb.losses import LossConfig
-from mlb.relabel import RelabelConfig, RelabelRequest, relabel
 from mlb.train import (
     DdcRequest,
     StudentRequest,

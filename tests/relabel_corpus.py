@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from mlb.checkpoint import Checkpoint, save_checkpoint
+from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.models import ModelConfig, build_model
-from mlb.relabel import RelabelConfig, RelabelRequest
 
 SIZES = [(40, 56), (72, 50), (64, 64), (37, 61), (96, 80), (50, 90)]
 SHORT_SIDE = 64

@@ -2,7 +2,7 @@
 this module, tiny corpora and random-init teachers written in tmp_path.
 
 What is checked: the relabel flow on a 2-worker local Dask cluster stores the same version,
-byte for byte, as the single-process ``mlb.relabel.relabel``, and a rerun does no work; bad
+byte for byte, as the single-process ``mlb.labels.relabel.relabel``, and a rerun does no work; bad
 parameters fail before any work, naming the field; a corrupt input is quarantined with
 ``skip_bad`` and otherwise fails the run without publishing anything; the pipeline runs end
 to end and resumes; one mean-teacher round records its lineage and promotes only a student
@@ -45,8 +45,8 @@ from flows.runners import (
 from mlb.checkpoint import CheckpointError
 from mlb.data.augment import AugmentConfig
 from mlb.data.imageio import BadSample
-from mlb.relabel import RelabelConfig
-from mlb.relabel import relabel as relabel_in_process
+from mlb.labels.relabel import relabel as relabel_in_process
+from mlb.labels.request import RelabelConfig
 from mlb.train import TrainConfig
 from storage import IncompleteVersion, LabelStore
 

@@ -12,7 +12,7 @@ from PIL import Image
 from relabel_corpus import make_corpus, make_request, make_teacher, start_cli
 
 from mlb.cli import main
-from mlb.relabel import relabel
+from mlb.labels.relabel import relabel
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 from relabel_corpus import make_request, make_teacher, store_files
 from tiny_data import MODEL
 
-from mlb.relabel import prepare_relabel, relabel
+from mlb.labels.relabel import prepare_relabel, relabel
 from mlb.train import StudentRequest, TrainConfig, train_student
 from storage import LabelStore
 
@@ -39,7 +39,7 @@ def _request(old: dict, store: Path, **settings: object):
 
 def test_the_recreated_teacher_is_the_one_the_fixture_was_made_with(old):
     recorded = LabelStore(old["store"]).open_version(IDS["published"]).metadata["teacher"]
-    from mlb.relabel import teacher_sha256
+    from mlb.labels.teacher import teacher_sha256
     assert teacher_sha256(old["teacher"]) == recorded["sha256"]
 
 

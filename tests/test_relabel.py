@@ -25,13 +25,8 @@ from mlb.blend import BlendConfig
 from mlb.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from mlb.data.corpus import BadSample
 from mlb.data.imageio import image_size, read_mask
-from mlb.relabel import (
-    RelabelConfig,
-    prepare_relabel,
-    publish_relabel,
-    relabel,
-    relabel_shards,
-)
+from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel, relabel_shards
+from mlb.labels.request import RelabelConfig
 from storage import LabelStore
 
 CORPUS_SIZE = 22  # shard_size 4 -> 6 shards, the last one partial

@@ -23,9 +23,10 @@ from mlb.cli import main
 from mlb.data.augment import AugmentConfig, weak_preset
 from mlb.data.corpus import find_segmentation_samples
 from mlb.data.datasets import SegmentationDataset
+from mlb.labels.relabel import relabel
+from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.losses import LossConfig
 from mlb.models import MattingOutput
-from mlb.relabel import RelabelConfig, RelabelRequest, relabel
 from mlb.train import (
     StudentRequest,
     TeacherRequest,

@@ -2,10 +2,10 @@
 
 8a is row 1 on the GPU at the paper's settings: the ResNet-101 teacher at 512 px with mixed
 precision (bfloat16 autocast, float16 where bf16 is missing) and channels-last tensors, the
-defaults of ``mlb.relabel`` on CUDA. 8b-8d time each student's forward on one 512x512 frame in
-PyTorch with the same settings (and with ONNX Runtime's CUDA provider when it is installed),
-next to the paper's V100 figures (ONNX Runtime; 58.3 / 222.2 / 328.9 FPS): different GPUs and
-runtimes, so they are reported, not judged.
+defaults of ``mlb.labels.relabel`` on CUDA. 8b-8d time each student's forward on one 512x512
+frame in PyTorch with the same settings (and with ONNX Runtime's CUDA provider when it is
+installed), next to the paper's V100 figures (ONNX Runtime; 58.3 / 222.2 / 328.9 FPS):
+different GPUs and runtimes, so they are reported, not judged.
 """
 
 from __future__ import annotations

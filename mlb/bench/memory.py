@@ -15,7 +15,8 @@ from mlb.bench.config import MemoryBench
 from mlb.bench.measure import peak_rss_bytes, run_isolated
 from mlb.bench.report import BenchRow, Figure, Target, judge
 from mlb.bench.workspace import Workspace
-from mlb.relabel import RelabelConfig, RelabelRequest, relabel
+from mlb.labels.relabel import relabel
+from mlb.labels.request import RelabelConfig, RelabelRequest
 
 __all__ = ["bench_memory", "relabel_peak_memory"]
 
@@ -65,7 +66,7 @@ def bench_memory(size: MemoryBench, workspace: Workspace) -> list[BenchRow]:
             f"{growth['small']:.0f} MiB over {size.small}: something accumulates per image"),
         method=(f"Synthetic {size.image_size}x{size.image_size} photos, teacher {size.teacher} "
                 f"(untrained) at short side {size.short_side}, batch {size.batch_size}, shards "
-                f"of {size.shard_size}; each whole `mlb.relabel.relabel` (prepare, label, "
+                f"of {size.shard_size}; each whole `mlb.labels.relabel.relabel` (prepare, label, "
                 "publish) in a fresh interpreter, peak RSS from VmHWM. The growth over "
                 "the peak after imports (torch and mlb, the same in both) is in the details."),
         details={"growth_mib": {label: round(value, 1) for label, value in growth.items()},

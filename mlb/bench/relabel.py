@@ -1,6 +1,6 @@
 """Row 1: the full relabel pipeline against the teacher's forward alone.
 
-The relabel (:func:`mlb.relabel.relabel_shards`: decode, resize, teacher, resize back, blend,
+The relabel (:func:`mlb.labels.relabel.relabel_shards`: decode, resize, teacher, resize back, blend,
 quantise, zarr write, overlapped on threads) should run nearly as fast as the teacher's
 forward pass over the same batches already decoded in memory: then IO and blending are hidden
 behind compute. Both sides use the same teacher module (the relabel's own cached one), the
@@ -21,15 +21,9 @@ from mlb.bench.workspace import Corpus, Workspace
 from mlb.data.corpus import find_segmentation_samples
 from mlb.data.imageio import read_image
 from mlb.inference import InferenceBatch, prepare_batch, resolve_device, run_model
-from mlb.relabel import (
-    RelabelConfig,
-    RelabelRequest,
-    cached_teacher,
-    prepare_relabel,
-    publish_relabel,
-    relabel_shards,
-    teacher_sha256,
-)
+from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel_shards
+from mlb.labels.request import RelabelConfig, RelabelRequest
+from mlb.labels.teacher import cached_teacher, teacher_sha256
 
 __all__ = ["bench_relabel", "decode_batches", "relabel_phases"]
 
@@ -137,7 +131,7 @@ def _row(size: RelabelBench, corpus: Corpus, forward: Timing, pipeline: Timing,
         method=(f"{images} synthetic {corpus.size}x{corpus.size} JPEG photos, teacher "
                 f"{size.teacher} (untrained weights) at short side {size.short_side}, batch "
                 f"{size.batch_size}, shards of {size.shard_size}, on {device}. A: "
-                "`mlb.relabel.relabel_shards` (decode, resize, teacher, resize back, blend, "
+                "`mlb.labels.relabel.relabel_shards` (decode, resize, teacher, resize back, blend, "
                 "quantise, zarr write) into a fresh label store; B: `mlb.inference.run_model` "
                 "with the same teacher module over the same batches decoded beforehand. "
                 f"{len(phases)} rounds, alternating which side runs first; figures are "

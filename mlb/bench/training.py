@@ -269,7 +269,7 @@ def _loader_row(size: LoaderBench, augment: AugmentConfig, load: Timing, step: T
             f"one batch takes {load.median:.2f} s to read against {step.median:.2f} s to "
             "train on"),
         method=(f"{size.images} synthetic {size.image_size}x{size.image_size} JPEG photos "
-                "with cached labels (mlb.labelset.LabelSetDataset via "
+                "with cached labels (mlb.labels.dataset.LabelSetDataset via "
                 "mlb.train.student.student_dataset: file hash check, decode, label read, "
                 f"strong augmentation to {crop}x{crop}), batch {size.batch_size}, through the "
                 f"training loader with {workers} workers, against "

@@ -17,8 +17,9 @@ import torch
 
 from mlb.checkpoint import Checkpoint, save_checkpoint
 from mlb.data.synth import make_natural_corpus
+from mlb.labels.relabel import relabel
+from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.models import ModelConfig, build_model_from_config
-from mlb.relabel import RelabelConfig, RelabelRequest, relabel
 
 __all__ = ["Corpus", "LabelSet", "Workspace"]
 

@@ -8,7 +8,7 @@
 
 ``verify`` recomputes every shard's checksum from the stored bytes and exits 1 naming each
 damaged shard. ``score`` compares the cached labels (and the coarse masks they replace) with
-true alpha where the user has some (``mlb.labelscore``).
+true alpha where the user has some (``mlb.labels.score``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from storage import LabelStore, VersionInfo
+    from mlb.labels.store import LabelStore, VersionInfo
 
 # Library imports happen where they are used: building the ``mlb`` parser imports every
 # subcommand module, and storage imports zarr (slow to import).
@@ -79,7 +79,7 @@ def _row(info: VersionInfo, latest: str | None) -> list[str]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from storage import LabelStore
+    from mlb.labels.store import LabelStore
 
     store = LabelStore(args.store)
     infos, latest = store.versions(), store.latest()
@@ -103,7 +103,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def describe(store: LabelStore, version: str) -> dict:
     """What ``show`` prints: a published version's document, or a draft's progress."""
-    from storage import IncompleteVersion
+    from mlb.labels.store import IncompleteVersion
 
     try:
         opened = store.open_version(version)
@@ -118,7 +118,7 @@ def describe(store: LabelStore, version: str) -> dict:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from storage import LabelStore
+    from mlb.labels.store import LabelStore
 
     print(json.dumps(describe(LabelStore(args.store), args.version), indent=1, sort_keys=True))
     return 0
@@ -127,7 +127,7 @@ def run_show(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from storage import LabelStore
+    from mlb.labels.store import LabelStore
 
     def progress(shards: object) -> object:
         return tqdm(shards, unit="shard", desc="verify", disable=True if args.quiet else None)
@@ -145,7 +145,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from mlb.labelset import preview_version  # torch + torchvision: only when needed
+    from mlb.labels.dataset import preview_version  # torch + torchvision: only when needed
 
     path = preview_version(args.store, args.version, args.out, count=args.count,
                            height=args.height)
@@ -156,7 +156,7 @@ def run_preview(args: argparse.Namespace) -> int:
 def run_score(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mlb.labelscore import score_label_version
+    from mlb.labels.score import score_label_version
 
     score = score_label_version(args.store, args.version, args.alphas,
                                 progress=not args.quiet)

@@ -3,7 +3,7 @@
     mlb relabel --teacher runs/teacher.pt --images data/img --masks data/mask --store labels/
 
 Prints the version id (``--json``: a summary with counts, quarantine and throughput). Killed
-at any moment, the same command resumes where it stopped (``mlb.relabel`` module docstring).
+at any moment, the same command resumes where it stopped (``mlb.labels.relabel`` module docstring).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mlb.relabel import RelabelRequest
+    from mlb.labels.request import RelabelRequest
 
 # Library imports happen in ``run``: building the ``mlb`` parser imports every subcommand
 # module, and torch + torchvision take seconds to import.
@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def request_from_args(args: argparse.Namespace) -> RelabelRequest:
     from mlb.blend import BlendConfig
-    from mlb.relabel import RelabelConfig, RelabelRequest
+    from mlb.labels.request import RelabelConfig, RelabelRequest
 
     blend = {"mode": args.blend, "band_px": args.band_px}
     options = {name: getattr(args, name) for name in (
@@ -72,7 +72,7 @@ def request_from_args(args: argparse.Namespace) -> RelabelRequest:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlb.relabel import relabel
+    from mlb.labels.relabel import relabel
 
     summary = relabel(request_from_args(args), progress=not args.quiet)
     if args.json:

@@ -24,7 +24,8 @@ from torch.utils.data import Dataset
 from mlb.checkpoint import load_weights
 from mlb.data.augment import strong_preset, weak_preset
 from mlb.data.trimap import DEFAULT_KERNEL_RANGE
-from mlb.labelset import LabelSetDataset
+from mlb.labels.dataset import LabelSetDataset
+from mlb.labels.store import LabelStore
 from mlb.losses import LossConfig, matting_loss
 from mlb.losses import boundary_target as label_band
 from mlb.models import MattingOutput, build_model_from_config
@@ -37,7 +38,6 @@ from mlb.train.config import (
 )
 from mlb.train.ddc import TrimapDataset, ddc_loss_terms
 from mlb.train.loop import Batch, RunRecord, fit
-from storage import LabelStore
 
 __all__ = [
     "student_dataset",
@@ -105,7 +105,7 @@ def student_dataset(request: StudentRequest) -> Dataset:
 
 
 def teacher_model_name(metadata: dict) -> str | None:
-    """The teacher's network name recorded by ``mlb.relabel`` in a version's metadata."""
+    """The teacher's network name recorded by ``mlb.labels.relabel`` in a version's metadata."""
     return metadata.get("teacher", {}).get("model", {}).get("name")
 
 
