@@ -33,6 +33,7 @@ from mlb.checkpoint import CheckpointError, read_checkpoint
 from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
 from mlb.evaluate import EvaluateRequest, metrics_table
+from mlb.labels.metadata import LabelVersionMetadata
 from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.labels.store import LabelStore, VersionNotFound
 from mlb.losses import LossConfig
@@ -148,7 +149,7 @@ def _parent_round(store: str, parent_version: str | None) -> int:
         metadata = LabelStore(store).open_version(parent_version).metadata
     except VersionNotFound:
         return 0
-    return int(metadata.get("lineage", {}).get("ema_round") or 0)
+    return LabelVersionMetadata.parse(metadata).lineage.ema_round
 
 
 def is_not_worse(new: float, current: float) -> bool:

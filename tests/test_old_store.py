@@ -97,3 +97,31 @@ def test_a_student_trains_a_step_from_the_old_version(old, tmp_path):
         train=TrainConfig(steps=1, batch_size=2, lr=1e-3, warmup_steps=1, device="cpu")),
         progress=False)
     assert summary.steps == 1 and out.is_file()
+
+
+def test_typed_metadata_reads_and_writes_the_old_bytes(old):
+    from mlb.checkpoint import read_checkpoint
+    from mlb.labels.metadata import LabelVersionMetadata
+    from mlb.labels.relabel import _metadata  # what prepare_relabel stores
+    from mlb.labels.request import QuarantinedSample
+
+    for version_id in (IDS["published"], IDS["draft"]):
+        stored = json.loads((old["store"] / "versions" / version_id / "draft.json").read_text())
+        metadata = LabelVersionMetadata.parse(stored["metadata"])
+        assert metadata.to_stored() == stored["metadata"]
+        assert metadata.teacher.model_name == MODEL and metadata.lineage.ema_round == 0
+    # Rebuilt from the same request, the metadata is the same JSON the old release wrote,
+    # but for the corpus and teacher paths (the copy lives elsewhere).
+    request = _request(old, old["store"], shard_size=2, batch_size=2, store_teacher_alpha=True)
+    scan = [QuarantinedSample(sample_id="x", reason="no mask", stage="scan", path="/x.jpg")]
+    rebuilt = _metadata(request, read_checkpoint(old["teacher"]), stored["metadata"]["teacher"][
+        "sha256"], scan)
+    published = json.loads((old["store"] / "versions" / IDS["published"] / "draft.json"
+                            ).read_text())["metadata"]
+    for section in ("lineage", "blend", "inference", "producer"):
+        assert rebuilt[section] == published[section]
+    assert {k: v for k, v in rebuilt["teacher"].items() if k != "path"} == {
+        k: v for k, v in published["teacher"].items() if k != "path"}
+    assert rebuilt["corpus"]["scan_quarantine"] == [
+        {"sample_id": "x", "reason": "no mask", "stage": "scan", "path": "/x.jpg"}]
+    assert LabelVersionMetadata.parse({}).lineage.ema_round == 0  # other producers' versions

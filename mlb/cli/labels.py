@@ -68,14 +68,15 @@ def _version_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _row(info: VersionInfo, latest: str | None) -> list[str]:
+    from mlb.labels.metadata import LabelVersionMetadata
+
     counts = info.counts or {}
-    teacher = info.metadata.get("teacher", {})
-    lineage = info.metadata.get("lineage", {})
+    metadata = LabelVersionMetadata.parse(info.metadata)
     state = "published" if info.published else "draft"
     return [info.version_id + (" *" if info.version_id == latest else ""), info.corpus, state,
             info.created_at or "-", str(counts.get("labelled", "-")),
-            str(counts.get("quarantined", "-")), (teacher.get("sha256") or "-")[:12],
-            teacher.get("weights", "-"), lineage.get("parent_version") or "-"]
+            str(counts.get("quarantined", "-")), (metadata.teacher.sha256 or "-")[:12],
+            metadata.teacher.weights or "-", metadata.lineage.parent_version or "-"]
 
 
 def run_list(args: argparse.Namespace) -> int:

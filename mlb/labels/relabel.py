@@ -64,6 +64,13 @@ from mlb.data.corpus import find_segmentation_samples
 from mlb.inference import (
     resolve_device,
 )
+from mlb.labels.metadata import (
+    CorpusInfo,
+    InferenceInfo,
+    LabelVersionMetadata,
+    Lineage,
+    TeacherInfo,
+)
 from mlb.labels.pipeline import run_pipeline
 from mlb.labels.request import (
     QuarantinedSample,
@@ -143,21 +150,22 @@ def _metadata(request: RelabelRequest, checkpoint: Checkpoint, sha: str,
               scan_quarantine: Sequence[QuarantinedSample]) -> dict:
     """Lineage, teacher, blend and inference settings kept in the version (plain JSON)."""
     config = request.config
-    return {
-        "lineage": {"parent_version": request.parent_version, "ema_round": request.ema_round,
-                    "teacher_label_version": checkpoint.label_version},
-        "teacher": {"path": os.path.abspath(request.teacher), "sha256": sha,
-                    "weights": request.weights, "kind": checkpoint.kind,
-                    "step": checkpoint.step,
-                    "model": checkpoint.model_config.model_dump(mode="json")},
-        "blend": config.blend.model_dump(mode="json"),
-        "inference": {"short_side": config.short_side, "batch_size": config.batch_size,
-                      "amp": config.amp, "resize_back": "bilinear"},
-        "corpus": {"name": request.corpus_name, "images": os.path.abspath(request.images),
-                   "masks": os.path.abspath(request.masks),
-                   "scan_quarantine": [q.model_dump(mode="json") for q in scan_quarantine]},
-        "producer": "mlb.labels.relabel",
-    }
+    return LabelVersionMetadata(
+        lineage=Lineage(parent_version=request.parent_version, ema_round=request.ema_round,
+                        teacher_label_version=checkpoint.label_version),
+        teacher=TeacherInfo(path=os.path.abspath(request.teacher), sha256=sha,
+                            weights=request.weights, kind=checkpoint.kind,
+                            step=checkpoint.step,
+                            model=checkpoint.model_config.model_dump(mode="json")),
+        blend=config.blend.model_dump(mode="json"),
+        inference=InferenceInfo(short_side=config.short_side, batch_size=config.batch_size,
+                                amp=config.amp, resize_back="bilinear"),
+        corpus=CorpusInfo(name=request.corpus_name, images=os.path.abspath(request.images),
+                          masks=os.path.abspath(request.masks),
+                          scan_quarantine=tuple(scan_quarantine)),
+        # The producer's name as the first release wrote it: a stored value, not a module path.
+        producer="mlb.relabel",
+    ).to_stored()
 
 
 def _open_or_resume(store: LabelStore, version_id: str, request: RelabelRequest,
@@ -221,8 +229,7 @@ def publish_relabel(request: RelabelRequest, *, version_id: str) -> RelabelSumma
 def summarize(version: LabelVersion, *, store: str, **extra: object) -> RelabelSummary:
     """A published version's id, counts and quarantine (scan and shard stages)."""
     document = version.document
-    scan = [QuarantinedSample.model_validate(record)
-            for record in document["metadata"].get("corpus", {}).get("scan_quarantine", [])]
+    scan = list(LabelVersionMetadata.parse(document["metadata"]).corpus.scan_quarantine)
     shard = [QuarantinedSample(sample_id=record["sample_id"], reason=record["reason"],
                                stage="shard") for record in document["quarantined"]]
     counts = {**document["counts"], "scan_quarantined": len(scan)}

@@ -14,6 +14,7 @@ from mlb.config import FrozenConfig
 from mlb.inference import (
     check_device_name,
 )
+from mlb.labels.metadata import QuarantinedSample
 
 
 class RelabelConfig(FrozenConfig):
@@ -60,16 +61,6 @@ class _Record(BaseModel):
     """Results returned to callers and flows: frozen, JSON-able."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class QuarantinedSample(_Record):
-    """A sample left without labels: found by the corpus ``scan`` or while labelling a
-    ``shard``."""
-
-    sample_id: str
-    reason: str
-    stage: Literal["scan", "shard"]
-    path: str | None = None
 
 
 class RelabelPlan(_Record):

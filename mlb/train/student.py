@@ -8,7 +8,7 @@ boundary target (``StudentRequest.boundary_target`` says why), on strongly augme
 coarse masks, so the two seeds of method.md combine.
 
 Mean teacher (offline form): when the student has the teacher's architecture (the version's
-``metadata["teacher"]["model"]``) it keeps an EMA copy, saved as ``ema_state_dict``; the next
+``LabelVersionMetadata.teacher.model``) it keeps an EMA copy, saved as ``ema_state_dict``; the next
 round relabels the corpus with it (``mlb relabel --weights ema``). The EMA starts at the
 student's initial weights (the ``init`` checkpoint, usually the teacher itself).
 """
@@ -25,6 +25,7 @@ from mlb.checkpoint import load_weights
 from mlb.data.augment import strong_preset, weak_preset
 from mlb.data.trimap import DEFAULT_KERNEL_RANGE
 from mlb.labels.dataset import LabelSetDataset
+from mlb.labels.metadata import LabelVersionMetadata
 from mlb.labels.store import LabelStore
 from mlb.losses import LossConfig, matting_loss
 from mlb.losses import boundary_target as label_band
@@ -106,7 +107,7 @@ def student_dataset(request: StudentRequest) -> Dataset:
 
 def teacher_model_name(metadata: dict) -> str | None:
     """The teacher's network name recorded by ``mlb.labels.relabel`` in a version's metadata."""
-    return metadata.get("teacher", {}).get("model", {}).get("name")
+    return LabelVersionMetadata.parse(metadata).teacher.model_name
 
 
 def train_student(
