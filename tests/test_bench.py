@@ -11,12 +11,12 @@ import math
 import pytest
 import torch
 
-from mlb.bench import FAMILIES, TINY, BenchReport, BenchRow, render_markdown, run_bench
-from mlb.bench.ddc import ddc_peak_memory
-from mlb.bench.measure import interleaved, run_isolated
-from mlb.bench.report import Figure, Target, busy_warning, judge, machine_info
-from mlb.bench.workspace import Workspace
 from mlb.cli import main
+from mlb.experiments.bench import FAMILIES, TINY, BenchReport, BenchRow, render_markdown, run_bench
+from mlb.experiments.bench.ddc import ddc_peak_memory
+from mlb.experiments.bench.measure import interleaved, run_isolated
+from mlb.experiments.bench.report import Figure, Target, busy_warning, judge, machine_info
+from mlb.experiments.bench.workspace import Workspace
 
 ROW_IDS = {"1": ["1"], "2": ["2"], "3": ["3a", "3b"], "4": ["4a", "4b", "4c"],
            "5": ["5a", "5b", "5c", "5d", "5e"], "6": ["6"], "7": ["7"],
@@ -55,7 +55,7 @@ def test_each_row_family_runs_and_reports_every_field(family, workspace):
 
 @pytest.mark.gpu
 def test_gpu_rows_run_on_cuda(workspace):
-    from mlb.bench.gpu import bench_gpu
+    from mlb.experiments.bench.gpu import bench_gpu
 
     rows = bench_gpu(TINY.gpu, workspace)
     assert [row.id for row in rows] == ROW_IDS["8"]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mlb.cli import main
-from mlb.reproduce import BLENDED_ROWS, COLUMNS, DOMAINS, LABEL_ROWS, ROWS
+from mlb.experiments.reproduce import BLENDED_ROWS, COLUMNS, DOMAINS, LABEL_ROWS, ROWS
 
 pytestmark = pytest.mark.slow
 

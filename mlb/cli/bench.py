@@ -6,8 +6,8 @@
 
 Prints the results table (each row: what was compared, both figures, the ratio, the target,
 pass or fail). ``--quick`` takes a few minutes on 2 CPU cores; without it the full sizes run
-(see ``mlb.bench.config``). ``docs/benchmarks.md`` is written by this command, never by hand;
-``--full-report`` adds an earlier full run's table and time to it.
+(see ``mlb.experiments.bench.config``). ``docs/benchmarks.md`` is written by this command,
+never by hand; ``--full-report`` adds an earlier full run's table and time to it.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlb.bench import PRESETS, run_bench, write_json, write_markdown
-    from mlb.bench.report import read_json, render_table
+    from mlb.experiments.bench import PRESETS, run_bench, write_json, write_markdown
+    from mlb.experiments.bench.report import read_json, render_table
 
     if args.threads is not None:
         if args.threads < 1:

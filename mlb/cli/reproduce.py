@@ -10,7 +10,7 @@ on 2 cores take about 70 minutes, then a run without ``--seeds`` reuses their ch
 and writes the tables in a minute.
 
 Both reuse finished work under ``--work`` (checkpoints, label versions), so an interrupted
-run picks up where it stopped. See mlb.reproduce for the recipe and our choices.
+run picks up where it stopped. See mlb.experiments.reproduce for the recipe and our choices.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlb.reproduce import PRESETS, domain_gap, reproduce
+    from mlb.experiments.reproduce import PRESETS, domain_gap, reproduce
 
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; available options are "

@@ -5,12 +5,12 @@ target on their ratio; :func:`run_bench` measures a preset (``TINY``, ``QUICK``,
 returns a :class:`BenchReport`, which :func:`write_json` and :func:`write_markdown` record
 (``docs/benchmarks.md`` is written this way, never by hand).
 
-    from mlb.bench import QUICK, run_bench, write_markdown
+    from mlb.experiments.bench import QUICK, run_bench, write_markdown
     write_markdown(run_bench(QUICK), "docs/benchmarks.md")
 """
 
-from mlb.bench.config import FULL, PRESETS, QUICK, TINY, BenchSize
-from mlb.bench.report import (
+from mlb.experiments.bench.config import FULL, PRESETS, QUICK, TINY, BenchSize
+from mlb.experiments.bench.report import (
     BenchReport,
     BenchRow,
     Figure,
@@ -19,7 +19,7 @@ from mlb.bench.report import (
     write_json,
     write_markdown,
 )
-from mlb.bench.runner import FAMILIES, Family, run_bench
+from mlb.experiments.bench.runner import FAMILIES, Family, run_bench
 
 __all__ = [
     "FAMILIES",

@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from mlb.bench.config import BlendBench
-from mlb.bench.measure import interleaved, round_ratios
-from mlb.bench.report import BenchRow, Figure, Target, judge
 from mlb.blend import BlendConfig, blend_labels_numpy, blend_labels_with
+from mlb.experiments.bench.config import BlendBench
+from mlb.experiments.bench.measure import interleaved, round_ratios
+from mlb.experiments.bench.report import BenchRow, Figure, Target, judge
 
 __all__ = ["bench_blend", "blend_inputs"]
 

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlb.bench.config import DdcBench
-from mlb.bench.measure import interleaved, peak_rss_bytes, round_ratios, run_isolated
-from mlb.bench.report import BenchRow, Figure, Target, judge
 from mlb.ddc import ddc_loss, ddc_loss_unfold
+from mlb.experiments.bench.config import DdcBench
+from mlb.experiments.bench.measure import interleaved, peak_rss_bytes, round_ratios, run_isolated
+from mlb.experiments.bench.report import BenchRow, Figure, Target, judge
 
 __all__ = ["IMPLEMENTATIONS", "bench_ddc", "ddc_inputs", "ddc_peak_memory"]
 

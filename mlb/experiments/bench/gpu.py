@@ -15,13 +15,13 @@ import time
 import onnxruntime
 import torch
 
-from mlb.bench.config import GpuBench, RelabelBench, Repeats
-from mlb.bench.measure import time_calls
-from mlb.bench.relabel import bench_relabel
-from mlb.bench.report import BenchRow, Figure
-from mlb.bench.students import PAPER_GPU_FPS, exported
-from mlb.bench.workspace import Workspace
 from mlb.checkpoint import load_model
+from mlb.experiments.bench.config import GpuBench, RelabelBench, Repeats
+from mlb.experiments.bench.measure import time_calls
+from mlb.experiments.bench.relabel import bench_relabel
+from mlb.experiments.bench.report import BenchRow, Figure
+from mlb.experiments.bench.students import PAPER_GPU_FPS, exported
+from mlb.experiments.bench.workspace import Workspace
 from mlb.export import onnx_session, run_onnx
 from mlb.inference import autocast_dtype, prepare_model
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from mlb.bench.config import Repeats
+from mlb.experiments.bench.config import Repeats
 
 __all__ = [
     "Timing",

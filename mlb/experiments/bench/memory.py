@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mlb.bench.config import MemoryBench
-from mlb.bench.measure import peak_rss_bytes, run_isolated
-from mlb.bench.report import BenchRow, Figure, Target, judge
-from mlb.bench.workspace import Workspace
+from mlb.experiments.bench.config import MemoryBench
+from mlb.experiments.bench.measure import peak_rss_bytes, run_isolated
+from mlb.experiments.bench.report import BenchRow, Figure, Target, judge
+from mlb.experiments.bench.workspace import Workspace
 from mlb.labels.relabel import relabel
 from mlb.labels.request import RelabelConfig, RelabelRequest
 

@@ -14,12 +14,12 @@ import statistics
 import time
 from collections.abc import Iterator
 
-from mlb.bench.config import RelabelBench
-from mlb.bench.measure import Timing, interleaved, round_ratios, synchronize
-from mlb.bench.report import BenchRow, Figure, Target, judge
-from mlb.bench.workspace import Corpus, Workspace
 from mlb.data.corpus import find_segmentation_samples
 from mlb.data.imageio import read_image
+from mlb.experiments.bench.config import RelabelBench
+from mlb.experiments.bench.measure import Timing, interleaved, round_ratios, synchronize
+from mlb.experiments.bench.report import BenchRow, Figure, Target, judge
+from mlb.experiments.bench.workspace import Corpus, Workspace
 from mlb.inference import InferenceBatch, prepare_batch, resolve_device, run_model
 from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel_shards
 from mlb.labels.request import RelabelConfig, RelabelRequest

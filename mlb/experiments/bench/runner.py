@@ -19,16 +19,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mlb.bench.blend import bench_blend
-from mlb.bench.config import BenchSize
-from mlb.bench.ddc import bench_ddc
-from mlb.bench.gpu import bench_gpu
-from mlb.bench.memory import bench_memory
-from mlb.bench.relabel import bench_relabel
-from mlb.bench.report import BenchReport, BenchRow, machine_info, now_utc
-from mlb.bench.students import bench_students
-from mlb.bench.training import bench_loader, bench_training
-from mlb.bench.workspace import Workspace
+from mlb.experiments.bench.blend import bench_blend
+from mlb.experiments.bench.config import BenchSize
+from mlb.experiments.bench.ddc import bench_ddc
+from mlb.experiments.bench.gpu import bench_gpu
+from mlb.experiments.bench.memory import bench_memory
+from mlb.experiments.bench.relabel import bench_relabel
+from mlb.experiments.bench.report import BenchReport, BenchRow, machine_info, now_utc
+from mlb.experiments.bench.students import bench_students
+from mlb.experiments.bench.training import bench_loader, bench_training
+from mlb.experiments.bench.workspace import Workspace
 
 __all__ = ["FAMILIES", "Family", "run_bench"]
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mlb.bench.config import OnnxBench
-from mlb.bench.measure import Timing, interleaved, round_ratios
-from mlb.bench.report import BenchRow, Figure, Target, judge
-from mlb.bench.workspace import Workspace
 from mlb.checkpoint import load_model
+from mlb.experiments.bench.config import OnnxBench
+from mlb.experiments.bench.measure import Timing, interleaved, round_ratios
+from mlb.experiments.bench.report import BenchRow, Figure, Target, judge
+from mlb.experiments.bench.workspace import Workspace
 from mlb.export import ExportReport, export_onnx, onnx_session, run_onnx
 from mlb.models import build_model
 

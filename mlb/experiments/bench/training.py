@@ -24,15 +24,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from mlb.bench.config import LoaderBench, TrainBench
-from mlb.bench.measure import Timing, synchronize, timed
-from mlb.bench.report import BenchRow, Figure, Target, judge
-from mlb.bench.workspace import LabelSet, Workspace
 from mlb.blend import BlendConfig, blend_labels_with
 from mlb.checkpoint import load_model
 from mlb.data.augment import AugmentConfig, strong_preset
 from mlb.data.corpus import find_segmentation_samples
 from mlb.data.datasets import SegmentationDataset
+from mlb.experiments.bench.config import LoaderBench, TrainBench
+from mlb.experiments.bench.measure import Timing, synchronize, timed
+from mlb.experiments.bench.report import BenchRow, Figure, Target, judge
+from mlb.experiments.bench.workspace import LabelSet, Workspace
 from mlb.inference import autocast_dtype, prepare_model
 from mlb.losses import LossConfig
 from mlb.models import MattingOutput, build_model
