@@ -40,7 +40,7 @@ from flows.runners import (
     submission_settings,
     with_retries,
 )
-from mlb.labels.dataset import preview_version
+from mlb.labels.preview import preview_version
 from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel_shards
 from mlb.labels.request import RelabelPlan, RelabelRequest, RelabelSummary, ShardStats
 

@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader
 
 from mlb.data.augment import AugmentConfig, eval_preset, weak_preset
 from mlb.data.imageio import image_size, read_image, read_mask
-from mlb.labels.dataset import CorpusChanged, LabelSetDataset
+from mlb.labels.dataset import LabelSetDataset
 from mlb.labels.relabel import relabel
+from mlb.labels.store import CorpusChanged
 from storage import LabelStore
 
 KEYS = {"image", "coarse_mask", "blended_alpha", "blended_boundary", "sample_id"}

@@ -146,7 +146,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from mlb.labels.dataset import preview_version  # torch + torchvision: only when needed
+    from mlb.labels.preview import preview_version  # torch + torchvision: only when needed
 
     path = preview_version(args.store, args.version, args.out, count=args.count,
                            height=args.height)

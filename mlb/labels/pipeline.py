@@ -8,7 +8,6 @@ memory flat. See :mod:`mlb.labels.relabel` for identity, resumption and concurre
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 from collections import deque
@@ -37,6 +36,7 @@ from mlb.labels.request import (
     RelabelConfig,
     RelabelRequest,
 )
+from mlb.labels.store import check_file_hash
 from storage import (
     DraftVersion,
     ManifestEntry,
@@ -56,14 +56,16 @@ class _Source:
     mask_path: Path
     image_sha256: str
     mask_sha256: str
+    version_id: str
 
 
-def _sources(entries: Sequence[ManifestEntry], request: RelabelRequest) -> list[_Source]:
+def _sources(entries: Sequence[ManifestEntry], request: RelabelRequest,
+             version_id: str) -> list[_Source]:
     # Files are read from the request's folders by the manifest's file names: a moved corpus
     # keeps its version id (the manifest digest has no paths) and is checked by hash anyway.
     images, masks = Path(request.images), Path(request.masks)
     return [_Source(e.sample_id, images / Path(e.image_path).name,
-                    masks / Path(e.mask_path).name, e.image_sha256, e.mask_sha256)
+                    masks / Path(e.mask_path).name, e.image_sha256, e.mask_sha256, version_id)
             for e in entries]
 
 
@@ -93,13 +95,9 @@ def plan_shard_batches(sources: Sequence[_Source], *, short_side: int, batch_siz
     return batches, quarantined
 
 
-def _check_hash(path: Path, expected: str, sample_id: str) -> None:
-    with open(path, "rb") as handle:
-        actual = hashlib.file_digest(handle, "sha256").hexdigest()
-    if actual != expected:
-        raise ValueError(f"{path} (sample {sample_id!r}) changed since the version's manifest "
-                         f"was built: sha256 {actual}, expected {expected}; relabel it as a "
-                         "new version (run prepare again)")
+def _check_hash(path: Path, expected: str, source: _Source) -> None:
+    check_file_hash(path, expected, sample_id=source.sample_id, version_id=source.version_id,
+                    remedy="relabel it as a new version (run prepare again)")
 
 
 def _compact_mask(mask: np.ndarray) -> np.ndarray:
@@ -126,8 +124,8 @@ def decode_batch(shard: int, sources: Sequence[_Source], *, short_side: int, ski
     """Read, hash-check and decode a batch; resize and pad it for the teacher (CPU thread)."""
     sample_ids, images, masks, quarantined = [], [], [], []
     for source in sources:
-        _check_hash(source.image_path, source.image_sha256, source.sample_id)
-        _check_hash(source.mask_path, source.mask_sha256, source.sample_id)
+        _check_hash(source.image_path, source.image_sha256, source)
+        _check_hash(source.mask_path, source.mask_sha256, source)
         try:
             image = read_image(source.image_path)
             mask = read_mask(source.mask_path, size=image.shape[:2])
@@ -259,8 +257,8 @@ def _work(draft: DraftVersion, request: RelabelRequest, shards: Sequence[int],
             done.skipped.append(shard)
             continue
         batches, quarantined = plan_shard_batches(
-            _sources(draft.shard_entries(shard), request), short_side=config.short_side,
-            batch_size=config.batch_size, skip_bad=config.skip_bad)
+            _sources(draft.shard_entries(shard), request, draft.version_id),
+            short_side=config.short_side, batch_size=config.batch_size, skip_bad=config.skip_bad)
         for batch in batches:
             yield shard, batch
         yield _ShardEnd(shard, quarantined)

@@ -2,8 +2,13 @@
 
 Callers outside :mod:`mlb.labels` import the store, its records and its errors from here, so
 that a change of storage (a new backend, a new integrity check) has one place to land.
+It also holds the one check that a corpus file still has the bytes a version was made from.
 No torch: the CLI's listing commands import this without the network code.
 """
+
+from __future__ import annotations
+
+import os
 
 from storage import (
     IncompleteVersion,
@@ -13,9 +18,11 @@ from storage import (
     VerifyReport,
     VersionInfo,
     VersionNotFound,
+    file_sha256,
 )
 
 __all__ = [
+    "CorpusChanged",
     "IncompleteVersion",
     "LabelStore",
     "LabelStoreError",
@@ -23,4 +30,27 @@ __all__ = [
     "VerifyReport",
     "VersionInfo",
     "VersionNotFound",
+    "check_file_hash",
 ]
+
+
+class CorpusChanged(ValueError):
+    """A corpus file's bytes differ from the ones its label version was made from."""
+
+
+def check_file_hash(path: str | os.PathLike, expected_sha256: str, *, sample_id: str,
+                    version_id: str, remedy: str) -> None:
+    """Hash ``path`` and raise :class:`CorpusChanged` naming it unless it matches; a missing
+    file is a FileNotFoundError naming the sample and version. ``remedy`` ends the message.
+
+    The file is read once here; the decoder that follows reads it again from the page cache.
+    """
+    try:
+        actual = file_sha256(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} (sample {sample_id!r} of label version {version_id}) "
+                                "no longer exists") from None
+    if actual != expected_sha256:
+        raise CorpusChanged(f"{path} (sample {sample_id!r}) changed since label version "
+                            f"{version_id} was made from it: sha256 {actual}, expected "
+                            f"{expected_sha256}; {remedy}")
