@@ -20,6 +20,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check mlb storage flows tests
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 bench: install

@@ -19,7 +19,7 @@ import datetime
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from storage.errors import DamagedShard, IncompleteVersion
 from storage.layout import (
@@ -42,7 +42,8 @@ from storage.shards import (
 )
 from storage.version import LabelVersion
 
-Progress = Callable[[Iterable], Iterable]  # e.g. tqdm.tqdm; storage itself does not import it
+# e.g. tqdm.tqdm; storage itself does not import it
+Progress = Callable[[Iterable[Any]], Iterable[Any]]
 
 
 class DraftHost(Protocol):
@@ -72,21 +73,22 @@ class DraftVersion:
     Picklable (store URL and version id only), so a Dask task can receive it and write shards.
     """
 
-    def __init__(self, store: DraftHost, version_id: str, draft: dict, manifest: Manifest) -> None:
+    def __init__(self, store: DraftHost, version_id: str, draft: dict[str, Any],
+                 manifest: Manifest) -> None:
         self.store, self.version_id = store, version_id
         self.manifest = manifest
         self.shard_size: int = draft["shard_size"]
         self.kinds: tuple[str, ...] = tuple(draft["kinds"])
         self._draft = draft
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen_draft, (self.store, self.version_id))
 
     def __repr__(self) -> str:
         return f"DraftVersion({self.version_id!r} in {self.store.url!r})"
 
     @property
-    def metadata(self) -> dict:
+    def metadata(self) -> dict[str, Any]:
         return self._draft["metadata"]
 
     @property
@@ -158,7 +160,7 @@ class DraftVersion:
         self.store.drop_locks(self.version_id)
         return self.store.open_version(self.version_id)
 
-    def _committed_markers(self) -> dict[int, dict]:
+    def _committed_markers(self) -> dict[int, dict[str, Any]]:
         pending = self.pending_shards()
         if pending:
             shown = ", ".join(map(str, pending[:20])) + (" ..." if len(pending) > 20 else "")
@@ -169,7 +171,7 @@ class DraftVersion:
         return {shard: self.store.root.read_json(commit_path(self.version_id, shard))
                 for shard in range(self.shard_count)}
 
-    def _check_stored(self, markers: dict[int, dict], progress: Progress | None) -> None:
+    def _check_stored(self, markers: dict[int, dict[str, Any]], progress: Progress | None) -> None:
         problems = []
         for shard in (progress or iter)(range(self.shard_count)):
             store = self.store.root.zarr_store(shard_dir(self.version_id, shard), read_only=True)
@@ -181,7 +183,7 @@ class DraftVersion:
             raise DamagedShard(f"version {self.version_id} cannot be published, "
                                f"{len(problems)} damaged shard(s): " + "; ".join(problems))
 
-    def _version_document(self, markers: dict[int, dict]) -> dict:
+    def _version_document(self, markers: dict[int, dict[str, Any]]) -> dict[str, Any]:
         quarantined = [record for shard in sorted(markers)
                        for record in markers[shard]["quarantined"]]
         labelled = sum(len(marker["samples"]) for marker in markers.values())

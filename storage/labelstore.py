@@ -43,6 +43,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from storage.draft import DraftVersion, Progress, now_iso
 from storage.errors import VersionNotFound
@@ -70,8 +71,8 @@ DEFAULT_SHARD_SIZE = 64
 DEFAULT_LOCK_TIMEOUT_S = 600.0  # a shard write or a publish may take minutes on big images
 
 
-def content_id(*, manifest: Manifest, teacher_sha256: str, blend: dict,
-               extra: dict | None = None) -> str:
+def content_id(*, manifest: Manifest, teacher_sha256: str, blend: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> str:
     """The id of the label version made from these inputs: ``"v-"`` + 16 hex digits.
 
     ``blend`` and ``extra`` must be plain JSON values (``model_dump(mode="json")`` of a
@@ -95,8 +96,8 @@ class VersionInfo:
     corpus: str
     published: bool
     created_at: str | None
-    counts: dict | None
-    metadata: dict = field(repr=False)
+    counts: dict[str, Any] | None
+    metadata: dict[str, Any] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -123,14 +124,15 @@ class LabelStore:
     ``storage_options`` go to fsspec (credentials, endpoint, ...). Picklable.
     """
 
-    def __init__(self, url: str | os.PathLike, *, storage_options: dict | None = None,
+    def __init__(self, url: str | os.PathLike[str], *,
+                 storage_options: dict[str, Any] | None = None,
                  lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
         self.url = os.fspath(url)
         self.storage_options = dict(storage_options or {})
         self.lock_timeout_s = lock_timeout_s
         self.root  # noqa: B018 (creates a local store's folder now, not on first write)
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen_store, (self.url, self.storage_options, self.lock_timeout_s))
 
     def __repr__(self) -> str:
@@ -141,7 +143,7 @@ class LabelStore:
         """The store's files (what a ``DraftVersion`` writes through)."""
         return StoreRoot(self.url, storage_options=self.storage_options)
 
-    def open_draft(self, version_id: str, *, manifest: Manifest, metadata: dict,
+    def open_draft(self, version_id: str, *, manifest: Manifest, metadata: dict[str, Any],
                    shard_size: int = DEFAULT_SHARD_SIZE,
                    store_teacher_alpha: bool = False) -> DraftVersion:
         """Create the draft of ``version_id``, or resume it if it exists with the same inputs.
@@ -184,8 +186,8 @@ class LabelStore:
     def versions(self) -> list[VersionInfo]:
         """Every version and draft in the store, oldest first."""
         infos = [self._info(name) for name in self.root.list_names("versions")]
-        infos = [info for info in infos if info is not None]
-        return sorted(infos, key=lambda info: (info.created_at or "", info.version_id))
+        return sorted((info for info in infos if info is not None),
+                      key=lambda info: (info.created_at or "", info.version_id))
 
     def latest(self, *, corpus: str | None = None) -> str | None:
         """The last version published in the store (or for ``corpus``), None if none."""
@@ -219,7 +221,7 @@ class LabelStore:
                             problems=problems,
                             pending_shards=sorted(set(range(draft["shard_count"])) - committed))
 
-    def _check_stored_shard(self, version_id: str, shard: int, published: dict | None
+    def _check_stored_shard(self, version_id: str, shard: int, published: dict[str, Any] | None
                             ) -> str | None:
         folder = self.root.path(shard_dir(version_id, shard))
         where = f"shard {shard} of version {version_id} ({folder})"
@@ -254,7 +256,7 @@ class LabelStore:
                            events.get("created_at"), document.get("counts"),
                            document["metadata"])
 
-    def _create_draft(self, version_id: str, draft: dict, manifest: Manifest) -> None:
+    def _create_draft(self, version_id: str, draft: dict[str, Any], manifest: Manifest) -> None:
         # draft.json last: its presence means the draft and its manifest exist.
         self.root.write_json(version_document(version_id, "events.json"),
                               {"created_at": now_iso()})
@@ -263,7 +265,7 @@ class LabelStore:
         self.root.write_json(version_document(version_id, "draft.json"), draft)
 
     def lock(self, version_id: str, *, shard: int | None = None
-              ) -> contextlib.AbstractContextManager:
+              ) -> contextlib.AbstractContextManager[object]:
         """The draft's (or one shard's) exclusive lock; a no-op on non-local stores."""
         if not self.root.local:
             return contextlib.nullcontext()
@@ -277,7 +279,7 @@ class LabelStore:
             self.root.write_json(latest_path(corpus), {"version": version_id})
             self.root.write_json(latest_path(), {"version": version_id})
 
-    def _pointer_lock(self) -> contextlib.AbstractContextManager:
+    def _pointer_lock(self) -> contextlib.AbstractContextManager[object]:
         if not self.root.local:
             return contextlib.nullcontext()
         return file_lock(self.root.path("locks/latest.lock"), what=f"latest in {self.url}",
@@ -297,6 +299,6 @@ def _check_version_id(version_id: str) -> None:
                          "'.', '_' or '-' (as made by content_id), and not 'latest'")
 
 
-def _reopen_store(url: str, storage_options: dict, lock_timeout_s: float) -> LabelStore:
+def _reopen_store(url: str, storage_options: dict[str, Any], lock_timeout_s: float) -> LabelStore:
     return LabelStore(url, storage_options=storage_options, lock_timeout_s=lock_timeout_s)
 

@@ -97,7 +97,8 @@ class StoreRoot:
     file locks and atomic renames are available.
     """
 
-    def __init__(self, url: str | os.PathLike, *, storage_options: dict | None = None) -> None:
+    def __init__(self, url: str | os.PathLike[str], *,
+                 storage_options: dict[str, Any] | None = None) -> None:
         self.url = os.fspath(url)
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)

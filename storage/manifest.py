@@ -155,14 +155,14 @@ class Manifest:
                    corpus=document["corpus"])
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 (64 hex) of a file's bytes, streamed; FileNotFoundError naming the path."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def build_manifest(
-    samples: Iterable[tuple[str, str | os.PathLike, str | os.PathLike]],
+    samples: Iterable[tuple[str, str | os.PathLike[str], str | os.PathLike[str]]],
     *,
     corpus: str,
     workers: int = DEFAULT_HASH_WORKERS,

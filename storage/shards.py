@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import zarr
@@ -57,6 +58,13 @@ class SampleLabels:
 
     def array(self, kind: str) -> np.ndarray | None:
         return getattr(self, kind)
+
+    def column(self, kind: str) -> np.ndarray:
+        """The ``kind`` labels flattened, for a sample already checked to hold them."""
+        array = self.array(kind)
+        if array is None:
+            raise ValueError(f"sample {self.sample_id!r} has no {kind} labels")
+        return array.ravel()
 
 
 @dataclass(frozen=True)
@@ -95,11 +103,11 @@ def check_sample(sample: SampleLabels, kinds: Sequence[str]) -> None:
             raise ValueError(f"{kind} of sample {sample.sample_id!r} has shape {array.shape}, "
                              f"expected {shape} like its other labels")
         shape = array.shape
-    if 0 in shape:
+    if shape is not None and 0 in shape:
         raise ValueError(f"sample {sample.sample_id!r} has empty labels of shape {shape}")
 
 
-def shard_index(samples: Sequence[SampleLabels]) -> list[dict]:
+def shard_index(samples: Sequence[SampleLabels]) -> list[dict[str, Any]]:
     """Where each sample sits in the shard's arrays: id, offset, height, width (in order)."""
     index, offset = [], 0
     for sample in samples:
@@ -111,7 +119,7 @@ def shard_index(samples: Sequence[SampleLabels]) -> list[dict]:
 
 
 def commit_marker(shard: int, kinds: Sequence[str], samples: Sequence[SampleLabels],
-                  quarantined: Sequence[QuarantineRecord]) -> dict:
+                  quarantined: Sequence[QuarantineRecord]) -> dict[str, Any]:
     """Shard ``shard``'s commit marker: index, quarantine and checksum of ``samples``' labels."""
     marker = {
         "shard": shard,
@@ -119,11 +127,11 @@ def commit_marker(shard: int, kinds: Sequence[str], samples: Sequence[SampleLabe
         "samples": shard_index(samples),
         "quarantined": [{"sample_id": q.sample_id, "reason": q.reason} for q in quarantined],
     }
-    columns = {kind: [sample.array(kind).ravel() for sample in samples] for kind in kinds}
+    columns = {kind: [sample.column(kind) for sample in samples] for kind in kinds}
     return {**marker, "checksum": shard_checksum(marker, columns)}
 
 
-def shard_checksum(marker: dict, columns: dict[str, Iterable[np.ndarray]]) -> str:
+def shard_checksum(marker: dict[str, Any], columns: Mapping[str, Iterable[np.ndarray]]) -> str:
     """'sha256:<hex>' over the marker's shard, kinds, index and quarantine, then each kind's
     concatenated label bytes (``columns`` yields them in blocks), in ``marker["kinds"]`` order.
     """
@@ -137,7 +145,7 @@ def shard_checksum(marker: dict, columns: dict[str, Iterable[np.ndarray]]) -> st
     return "sha256:" + digest.hexdigest()
 
 
-def check_shard(store: zarr.storage.StoreLike, marker: dict, *, consolidated: bool,
+def check_shard(store: zarr.storage.StoreLike, marker: dict[str, Any], *, consolidated: bool,
                 where: str) -> str | None:
     """None if the stored shard still matches its marker's checksum, else what is wrong.
 
@@ -172,7 +180,7 @@ def write_shard_arrays(store: zarr.storage.StoreLike, samples: Sequence[SampleLa
                                   chunks=(CHUNK_BYTES,), compressors=_CODEC, fill_value=0,
                                   zarr_format=3)
         if total:
-            array[:] = np.concatenate([sample.array(kind).ravel() for sample in samples])
+            array[:] = np.concatenate([sample.column(kind) for sample in samples])
 
 
 def consolidate(store: zarr.storage.StoreLike) -> None:
@@ -182,25 +190,28 @@ def consolidate(store: zarr.storage.StoreLike) -> None:
 
 
 def open_arrays(store: zarr.storage.StoreLike, kinds: Sequence[str], *,
-                consolidated: bool, where: str) -> dict[str, zarr.Array]:
+                consolidated: bool, where: str) -> dict[str, zarr.Array[Any]]:
     """The shard's arrays by kind; ``DamagedShard`` naming ``where`` if they cannot be opened."""
     try:
         with _quiet_consolidated_warning():
             group = zarr.open_group(store, mode="r", use_consolidated=consolidated)
-            return {kind: group[kind] for kind in kinds}
+            arrays = {kind: group[kind] for kind in kinds}
+        if not all(isinstance(array, zarr.Array) for array in arrays.values()):
+            raise DamagedShard(f"{where}: a label kind is a zarr group, not an array")
+        return {kind: array for kind, array in arrays.items() if isinstance(array, zarr.Array)}
     except DECODE_ERRORS as error:
         raise DamagedShard(f"{where}: cannot open its zarr arrays: {error!r}") from error
 
 
-def read_slice(array: zarr.Array, start: int, stop: int, *, where: str) -> np.ndarray:
+def read_slice(array: zarr.Array[Any], start: int, stop: int, *, where: str) -> np.ndarray:
     try:
-        return array[start:stop]
+        return np.asarray(array[start:stop])
     except DECODE_ERRORS as error:
         raise DamagedShard(f"{where}: stored bytes cannot be decoded ({error!r}); the shard is "
                            "damaged, run verify on the version") from error
 
 
-def stored_blocks(array: zarr.Array, *, where: str) -> Iterator[np.ndarray]:
+def stored_blocks(array: zarr.Array[Any], *, where: str) -> Iterator[np.ndarray]:
     """The array's decoded bytes in blocks of at most 64 MiB."""
     for start in range(0, array.shape[0], _READ_BLOCK):
         yield read_slice(array, start, min(start + _READ_BLOCK, array.shape[0]), where=where)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import zarr
 
@@ -23,7 +24,7 @@ from storage.shards import TEACHER_KIND, SampleLabels, open_arrays, read_slice
 @dataclass(frozen=True)
 class _OpenShard:
     index: dict[str, tuple[int, int, int]]  # sample id -> (offset, height, width)
-    arrays: dict[str, zarr.Array]
+    arrays: dict[str, zarr.Array[Any]]
 
 
 class LabelVersion:
@@ -33,19 +34,20 @@ class LabelVersion:
     ``document`` is the whole ``version.json`` (adds counts, quarantine, shard checksums).
     """
 
-    def __init__(self, url: str, version_id: str, *, storage_options: dict | None = None) -> None:
+    def __init__(self, url: str, version_id: str, *,
+                 storage_options: dict[str, Any] | None = None) -> None:
         self._url, self.version_id = url, version_id
         self._storage_options = dict(storage_options or {})
         self._shards: dict[int, _OpenShard] = {}
         self._pid = os.getpid()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         # Only names travel: every process reopens the store and its arrays on first use.
         return {"url": self._url, "version_id": self.version_id,
                 "storage_options": self._storage_options}
 
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["url"], state["version_id"],
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        LabelVersion.__init__(self, state["url"], state["version_id"],
                       storage_options=state["storage_options"])
 
     def __repr__(self) -> str:
@@ -56,7 +58,7 @@ class LabelVersion:
         return StoreRoot(self._url, storage_options=self._storage_options)
 
     @cached_property
-    def document(self) -> dict:
+    def document(self) -> dict[str, Any]:
         document = self._root.read_json(version_document(self.version_id, "version.json"))
         if document is not None:
             return document
@@ -66,7 +68,7 @@ class LabelVersion:
         raise VersionNotFound(f"no label version {self.version_id!r} in {self._url}")
 
     @property
-    def metadata(self) -> dict:
+    def metadata(self) -> dict[str, Any]:
         return self.document["metadata"]
 
     @property

@@ -46,7 +46,7 @@ def _unit_mask(values: np.ndarray) -> tv_tensors.Mask:
     return label_to_tensor(values.astype(np.float32) / np.float32(255.0))
 
 
-class LabelSetDataset(Dataset):
+class LabelSetDataset(Dataset[dict[str, Any]]):
     """Items of a published label version (see the module docstring for their layout).
 
     ``store``: local path or fsspec URL; ``version``: an id or ``"latest"``;
@@ -54,9 +54,9 @@ class LabelSetDataset(Dataset):
     corpus file with the manifest hash as it is read.
     """
 
-    def __init__(self, store: str | os.PathLike, version: str, *,
+    def __init__(self, store: str | os.PathLike[str], version: str, *,
                  transform: Transform | None = None, check_files: bool = True,
-                 storage_options: dict | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None) -> None:
         self.store = os.fspath(store)
         self.storage_options = dict(storage_options or {})
         opened = LabelStore(self.store, storage_options=storage_options).open_version(version)
@@ -67,7 +67,7 @@ class LabelSetDataset(Dataset):
         self.check_files = check_files
         self._version: LabelVersion | None = None  # opened per process, on first read
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_version": None}
 
     def __len__(self) -> int:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -31,8 +32,8 @@ from mlb.inference import (
     run_model,
     to_original_size,
 )
+from mlb.labels.metadata import QuarantinedSample
 from mlb.labels.request import (
-    QuarantinedSample,
     RelabelConfig,
     RelabelRequest,
 )
@@ -148,7 +149,9 @@ def decode_batch(shard: int, sources: Sequence[_Source], *, short_side: int, ski
 def finish_batch(decoded: _DecodedBatch, alpha: Tensor, boundary: Tensor,
                  config: RelabelConfig) -> list[SampleLabels]:
     """Teacher outputs -> original size -> blend with each coarse mask -> uint8 labels."""
-    labels = []
+    labels: list[SampleLabels] = []
+    if decoded.inputs is None:  # every sample of the batch was quarantined
+        return labels
     pairs = to_original_size(decoded.inputs, alpha, boundary)
     for sample_id, (teacher_alpha, teacher_boundary), mask in zip(
             decoded.sample_ids, pairs, decoded.coarse_masks, strict=True):
@@ -192,7 +195,7 @@ class _ShardWriter:
     def __init__(self, draft: DraftVersion, config: RelabelConfig, bar: tqdm,
                  done: _Progress) -> None:
         self._draft, self._config, self._bar, self._done = draft, config, bar, done
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._labels: list[SampleLabels] = []
         self._quarantined: list[QuarantineRecord] = []
@@ -230,7 +233,7 @@ class _ShardWriter:
         if isinstance(item, _ShardEnd):
             self._write(item)
             return
-        decoded, outputs = item
+        decoded, outputs = cast(tuple[_DecodedBatch, tuple[Tensor, Tensor]], item)
         self._quarantined.extend(decoded.quarantined)
         if decoded.inputs is not None:
             self._labels.extend(finish_batch(decoded, *outputs, self._config))
@@ -264,17 +267,18 @@ def _work(draft: DraftVersion, request: RelabelRequest, shards: Sequence[int],
         yield _ShardEnd(shard, quarantined)
 
 
-def _decoded(pool: ThreadPoolExecutor, work: Iterator, *, window: int,
-             config: RelabelConfig, pin_memory: bool) -> Iterator[_DecodedBatch | _ShardEnd]:
+def _decoded(pool: ThreadPoolExecutor, work: Iterator[Any], *, window: int,
+             config: RelabelConfig, pin_memory: bool
+             ) -> Generator[_DecodedBatch | _ShardEnd, None, None]:
     """``work`` with each batch decoded by ``pool``, up to ``window`` batches ahead, in order.
 
     When planning a later shard fails (a bad file without ``skip_bad``), what is already
     queued is yielded first, so the shards before it are still written; then it raises.
     """
-    ahead: deque[Future | _ShardEnd] = deque()
+    ahead: deque[Future[Any] | _ShardEnd] = deque()
     failure: Exception | None = None
 
-    def resolve(item: Future | _ShardEnd) -> _DecodedBatch | _ShardEnd:
+    def resolve(item: Future[Any] | _ShardEnd) -> _DecodedBatch | _ShardEnd:
         return item.result() if isinstance(item, Future) else item
 
     try:

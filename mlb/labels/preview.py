@@ -35,7 +35,7 @@ def preview_sample_ids(version: LabelVersion, count: int) -> list[str]:
     return [ids[i * len(ids) // count] for i in range(count)]
 
 
-def preview_version(store: str | os.PathLike, version: str, out: str | os.PathLike, *,
+def preview_version(store: str | os.PathLike[str], version: str, out: str | os.PathLike[str], *,
                     count: int = 8, height: int = 160) -> Path:
     """A PNG grid, one row per sample: image | teacher | blended alpha | coarse mask.
 
@@ -53,7 +53,7 @@ def preview_version(store: str | os.PathLike, version: str, out: str | os.PathLi
         entry = opened.entry(sample_id)
         image = read_image(entry.image_path)
         labels_of = opened.read(sample_id)
-        teacher = (labels_of.teacher_alpha if opened.has_teacher_alpha
+        teacher = (labels_of.teacher_alpha if labels_of.teacher_alpha is not None
                    else labels_of.blended_boundary)
         coarse_mask = read_mask(entry.mask_path, size=image.shape[:2])
         tiles = [tile_rgb(tile, height=height)
@@ -65,4 +65,4 @@ def preview_version(store: str | os.PathLike, version: str, out: str | os.PathLi
         labels.append(sample_id)
     if not rows:
         raise ValueError(f"version {opened.version_id} has no labelled samples to preview")
-    return save_grid(rows, out, labels=labels, height=height)
+    return save_grid(rows, Path(out), labels=labels, height=height)

@@ -58,6 +58,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from mlb.checkpoint import Checkpoint, CheckpointError, read_checkpoint
 from mlb.data.corpus import find_segmentation_samples
@@ -69,11 +70,11 @@ from mlb.labels.metadata import (
     InferenceInfo,
     LabelVersionMetadata,
     Lineage,
+    QuarantinedSample,
     TeacherInfo,
 )
 from mlb.labels.pipeline import run_pipeline
 from mlb.labels.request import (
-    QuarantinedSample,
     RelabelPlan,
     RelabelRequest,
     RelabelSummary,
@@ -93,7 +94,7 @@ from storage import (
 # --------------------------------------------------------------------------- identity
 
 
-def version_inputs(request: RelabelRequest) -> dict:
+def version_inputs(request: RelabelRequest) -> dict[str, Any]:
     """The ``extra`` of the version's content id: settings that change the stored bytes."""
     config = request.config
     return {"short_side": config.short_side, "weights": request.weights,
@@ -147,7 +148,7 @@ def prepare_relabel(request: RelabelRequest) -> RelabelPlan:
 
 
 def _metadata(request: RelabelRequest, checkpoint: Checkpoint, sha: str,
-              scan_quarantine: Sequence[QuarantinedSample]) -> dict:
+              scan_quarantine: Sequence[QuarantinedSample]) -> dict[str, Any]:
     """Lineage, teacher, blend and inference settings kept in the version (plain JSON)."""
     config = request.config
     return LabelVersionMetadata(
@@ -169,7 +170,7 @@ def _metadata(request: RelabelRequest, checkpoint: Checkpoint, sha: str,
 
 
 def _open_or_resume(store: LabelStore, version_id: str, request: RelabelRequest,
-                    manifest: Manifest, metadata: dict) -> DraftVersion:
+                    manifest: Manifest, metadata: dict[str, Any]) -> DraftVersion:
     # An existing draft with this id was made from the same bytes-determining inputs (the id
     # covers them); its metadata may name other paths (a moved teacher or corpus), so it is
     # resumed as recorded instead of being compared field by field.
@@ -226,7 +227,7 @@ def publish_relabel(request: RelabelRequest, *, version_id: str) -> RelabelSumma
     return summarize(version, store=request.store, already_published=already)
 
 
-def summarize(version: LabelVersion, *, store: str, **extra: object) -> RelabelSummary:
+def summarize(version: LabelVersion, *, store: str, **extra: Any) -> RelabelSummary:
     """A published version's id, counts and quarantine (scan and shard stages)."""
     document = version.document
     scan = list(LabelVersionMetadata.parse(document["metadata"]).corpus.scan_quarantine)

@@ -68,8 +68,8 @@ def _weights(stored: np.ndarray, band: np.ndarray) -> dict[str, float]:
             "elsewhere": float(weight[~band].mean()) if (~band).any() else math.nan}
 
 
-def score_label_version(store: str | os.PathLike, version: str, alphas: str | os.PathLike, *,
-                        progress: bool = True) -> LabelScore:
+def score_label_version(store: str | os.PathLike[str], version: str,
+                        alphas: str | os.PathLike[str], *, progress: bool = True) -> LabelScore:
     """Score ``version`` of ``store`` against the true alphas in folder ``alphas``.
 
     Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` when no sample of

@@ -38,7 +38,7 @@ class CorpusChanged(ValueError):
     """A corpus file's bytes differ from the ones its label version was made from."""
 
 
-def check_file_hash(path: str | os.PathLike, expected_sha256: str, *, sample_id: str,
+def check_file_hash(path: str | os.PathLike[str], expected_sha256: str, *, sample_id: str,
                     version_id: str, remedy: str) -> None:
     """Hash ``path`` and raise :class:`CorpusChanged` naming it unless it matches; a missing
     file is a FileNotFoundError naming the sample and version. ``remedy`` ends the message.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from storage import (
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def teacher_sha256(path: str | os.PathLike) -> str:
+def teacher_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 of the teacher file, cached per (path, size, mtime) in this process."""
     resolved = os.path.abspath(path)
     if not os.path.isfile(resolved):
@@ -43,7 +44,8 @@ _TEACHERS_LOCK = threading.Lock()
 _TEACHER_LOADS = [0]  # loads in this process (a list: mutable without `global`)
 
 
-def cached_teacher(path: str, *, sha256: str, weights: str, device: torch.device) -> nn.Module:
+def cached_teacher(path: str, *, sha256: str, weights: Literal["model", "ema"],
+                   device: torch.device) -> nn.Module:
     """The teacher in eval mode on ``device``, loaded once per process and key.
 
     Keyed by (path, sha256, weights, device); only the last key is kept, so a worker that
@@ -59,7 +61,7 @@ def cached_teacher(path: str, *, sha256: str, weights: str, device: torch.device
         return _TEACHERS[key]
 
 
-def this_process() -> dict:
+def this_process() -> dict[str, Any]:
     return {"process": f"{socket.gethostname()}:{os.getpid()}",
             "teacher_loads": _TEACHER_LOADS[0]}
 
