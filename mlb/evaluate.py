@@ -26,7 +26,8 @@ from mlb.config import FrozenConfig
 from mlb.data.corpus import ValidationSample, find_validation_samples
 from mlb.data.imageio import read_alpha, read_image
 from mlb.data.preview import save_grid
-from mlb.inference import predict_images, resolve_device
+from mlb.device import resolve_device
+from mlb.inference import predict_images
 from mlb.metrics import METRIC_NAMES, matting_metrics, mean_metrics
 from mlb.train.config import PathText
 

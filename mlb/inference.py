@@ -36,6 +36,7 @@ from pydantic import PositiveInt, field_validator
 from torch import Tensor, nn
 
 from mlb.config import FrozenConfig
+from mlb.device import check_device_name, resolve_device
 
 DEFAULT_SHORT_SIDE = 512  # method.md section 1: "test images resized to short side 512"
 DEFAULT_BATCH_SIZE = 8
@@ -56,17 +57,6 @@ class InferenceConfig(FrozenConfig):
     @classmethod
     def _known_device(cls, device: str) -> str:
         return check_device_name(device)
-
-
-def check_device_name(device: str) -> str:
-    """``device`` if it is ``"auto"`` or a torch device string, else ValueError naming it."""
-    if device != "auto":
-        try:
-            torch.device(device)
-        except RuntimeError as error:
-            raise ValueError(f"device {device!r} is not 'auto' or a torch device string such "
-                             f"as 'cpu', 'cuda', 'cuda:1' ({error})") from None
-    return device
 
 
 @dataclass(frozen=True)
@@ -95,13 +85,6 @@ class InferenceBatch:
 
     def __len__(self) -> int:
         return len(self.sizes)
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` / None -> ``cuda`` if available, else ``cpu``; anything else as given."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def resized_size(height: int, width: int, *, short_side: int) -> tuple[int, int]:

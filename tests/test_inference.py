@@ -10,6 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mlb.device import resolve_device
 from mlb.inference import (
     InferenceConfig,
     pad_batch,
@@ -17,7 +18,6 @@ from mlb.inference import (
     prepare_batch,
     resize_short_side,
     resized_size,
-    resolve_device,
     run_model,
     to_original_size,
 )
@@ -121,6 +121,9 @@ def test_config_and_devices():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected and resolve_device(None).type == expected
     assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():  # one contract for inference and training alike
+        with pytest.raises(ValueError, match="'cuda:1' was asked for but CUDA is not available"):
+            resolve_device("cuda:1")
 
 
 @pytest.mark.gpu

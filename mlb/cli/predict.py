@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from mlb.checkpoint import load_model
     from mlb.data.corpus import list_images
     from mlb.data.imageio import read_image, write_png
-    from mlb.inference import predict_images, resolve_device
+    from mlb.device import resolve_device
+    from mlb.inference import predict_images
 
     paths = list_images(args.images)
     if not paths:

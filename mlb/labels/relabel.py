@@ -62,9 +62,7 @@ from typing import Any
 
 from mlb.checkpoint import Checkpoint, CheckpointError, read_checkpoint
 from mlb.data.corpus import find_segmentation_samples
-from mlb.inference import (
-    resolve_device,
-)
+from mlb.device import resolve_device
 from mlb.labels.metadata import (
     CorpusInfo,
     InferenceInfo,

@@ -11,9 +11,7 @@ from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, field_v
 
 from mlb.blend import BlendConfig
 from mlb.config import FrozenConfig
-from mlb.inference import (
-    check_device_name,
-)
+from mlb.device import check_device_name
 from mlb.labels.metadata import QuarantinedSample
 
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from mlb import __version__
 from mlb.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from mlb.device import resolve_device
 from mlb.models import MattingOutput, ModelConfig
 from mlb.train.config import TrainConfig, TrainSummary
 from mlb.train.curves import curve_path, save_loss_curve
@@ -43,7 +44,6 @@ __all__ = [
     "build_optimizer",
     "fit",
     "learning_rate",
-    "resolve_device",
     "train_one_step",
     "warmup_steps",
 ]
@@ -76,16 +76,6 @@ class _State:
 
     step: int
     history: dict[str, list[float]]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available here")
-    return device
 
 
 def learning_rate(step: int, *, peak: float, warmup_steps: int, total_steps: int) -> float:

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 
 from mlb.data.corpus import find_segmentation_samples
 from mlb.data.imageio import read_image
+from mlb.device import resolve_device
 from mlb.experiments.bench.config import RelabelBench
 from mlb.experiments.bench.measure import Timing, interleaved, round_ratios, synchronize
 from mlb.experiments.bench.report import BenchRow, Figure, Target, judge
 from mlb.experiments.bench.workspace import Corpus, Workspace
-from mlb.inference import InferenceBatch, prepare_batch, resolve_device, run_model
+from mlb.inference import InferenceBatch, prepare_batch, run_model
 from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel_shards
 from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.labels.teacher import cached_teacher, teacher_sha256

@@ -29,6 +29,7 @@ from mlb.checkpoint import load_model
 from mlb.data.augment import AugmentConfig, strong_preset
 from mlb.data.corpus import find_segmentation_samples
 from mlb.data.datasets import SegmentationDataset
+from mlb.device import resolve_device
 from mlb.experiments.bench.config import LoaderBench, TrainBench
 from mlb.experiments.bench.measure import Timing, synchronize, timed
 from mlb.experiments.bench.report import BenchRow, Figure, Target, judge
@@ -37,7 +38,7 @@ from mlb.inference import autocast_dtype, prepare_model
 from mlb.losses import LossConfig
 from mlb.models import MattingOutput, build_model
 from mlb.train.config import DEFAULT_LR, StudentRequest, TrainConfig
-from mlb.train.loop import Batch, batches, build_optimizer, resolve_device, train_one_step
+from mlb.train.loop import Batch, batches, build_optimizer, train_one_step
 from mlb.train.student import student_dataset, student_loss
 
 __all__ = ["StudentStep", "bench_loader", "bench_training", "online_step", "teacher_labels"]
