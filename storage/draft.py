@@ -78,7 +78,9 @@ class DraftVersion:
         self.store, self.version_id = store, version_id
         self.manifest = manifest
         self.shard_size: int = draft["shard_size"]
+        self.shard_count: int = draft["shard_count"]
         self.kinds: tuple[str, ...] = tuple(draft["kinds"])
+        self.metadata: dict[str, Any] = draft["metadata"]
         self._draft = draft
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -86,14 +88,6 @@ class DraftVersion:
 
     def __repr__(self) -> str:
         return f"DraftVersion({self.version_id!r} in {self.store.url!r})"
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return self._draft["metadata"]
-
-    @property
-    def shard_count(self) -> int:
-        return self._draft["shard_count"]
 
     def shard_entries(self, shard: int) -> list[ManifestEntry]:
         """The manifest entries of shard ``shard`` (consecutive, ``shard_size`` at most)."""
