@@ -36,6 +36,7 @@ from mlb.train.config import (
     TrainSummary,
 )
 from mlb.train.ddc import TrimapDataset, ddc_loss_terms
+from mlb.train.distributed import joins_process_group
 from mlb.train.loop import Batch, RunRecord, fit
 from storage import LabelStore
 
@@ -109,6 +110,7 @@ def teacher_model_name(metadata: dict) -> str | None:
     return metadata.get("teacher", {}).get("model", {}).get("name")
 
 
+@joins_process_group
 def train_student(
     request: StudentRequest,
     *,
