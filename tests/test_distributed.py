@@ -90,7 +90,8 @@ def _student(store: Path, out: Path, *, batch: int, steps: int = STEPS) -> list[
 
 
 def _torchrun(*options: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", *options, "-m", "mlb"]
+    """The ``torchrun`` console script of this environment, running ``python -m mlb``."""
+    return [str(Path(sys.executable).parent / "torchrun"), *options, "-m", "mlb"]
 
 
 def _mlb_nproc(store: Path, out: Path, *extra: str, steps: int = STEPS) -> list[str]:
@@ -246,8 +247,11 @@ def test_a_failing_rank_names_itself_in_the_error(label_store, two_processes, tm
 def test_another_number_of_processes_resumes_only_with_the_same_global_batch(
         label_store, single, tmp_path):
     out = tmp_path / "student.pt"
-    result = _run(_mlb_nproc(label_store, out, "--stop-at-step", "2"))
+    # The README's one-machine command: torchrun itself, 2 processes of batch 2.
+    result = _run([*_torchrun("--standalone", "--nproc-per-node", "2"),
+                   *_student(label_store, out, batch=2), "--stop-at-step", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("student stopped at step 2") == 1  # rank 0 alone reports
     assert read_checkpoint(out).train_config["world_size"] == 2
     # One process of batch 4 continues the 2 x 2 run exactly where it stopped ...
     assert main([*_student(label_store, out, batch=4), "--resume"]) == 0

@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--stop-at-step", type=int, default=None)
     args = parser.parse_args(argv)
+    world = world_from_environment()
+    print(f"[rank {world.rank}/{world.size}] {args.recipe} run starting", flush=True)
     try:
         request = REQUEST_TYPES[args.recipe].model_validate_json(
             args.request.read_text(encoding="utf-8"))
@@ -51,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = record_failure(f"{type(error).__name__}: {error}")
         print(f"mlb train: error: {message}", file=sys.stderr)
         return 1
-    if world_from_environment().local_rank == 0:
+    if world.local_rank == 0:
         _write_summary(summary, args.summary)
     return 0
 
