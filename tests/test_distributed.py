@@ -71,8 +71,12 @@ def _job_processes(job: str) -> dict[int, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def label_store(tmp_path_factory):
-    corpus = write_tiny_corpus(tmp_path_factory.mktemp("corpus"), count=6)
+def corpus(tmp_path_factory):
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"), count=6)
+
+
+@pytest.fixture(scope="module")
+def label_store(corpus, tmp_path_factory):
     teacher = tmp_path_factory.mktemp("teacher") / "teacher.pt"
     assert main(["train", "teacher", "--matte", str(corpus.matte), "--steps", "1",
                  "--out", str(teacher), "--batch-size", "2", *FLAGS[:-3]]) == 0
@@ -263,6 +267,26 @@ def test_another_number_of_processes_resumes_only_with_the_same_global_batch(
         request = read_checkpoint(out).train_config["request"]
         request["train"] = {**request["train"], "batch_size": 2}
         train_student(StudentRequest.model_validate(request), resume=True)
+
+
+def test_teacher_with_pretraining_and_ddc_train_data_parallel(corpus, tmp_path):
+    teacher = tmp_path / "teacher.pt"
+    # Pre-training leaves the boundary head out of the loss (DDP must not wait for it), and
+    # the fine-tuning stage starts from the checkpoint rank 0 wrote at the end of it.
+    result = _run([sys.executable, "-m", "mlb", "train", "teacher", "--matte",
+                   str(corpus.matte), "--pretrain-seg", str(corpus.images), str(corpus.masks),
+                   "--pretrain-steps", "2", "--steps", "2", "--out", str(teacher),
+                   "--batch-size", "1", "--nproc", "2", *FLAGS])
+    assert result.returncode == 0, result.stderr[-3000:]
+    for path in (teacher, teacher.with_name("teacher.pretrain.pt")):
+        checkpoint = read_checkpoint(path)
+        assert (checkpoint.step, checkpoint.train_config["world_size"]) == (2, 2)
+    ddc = tmp_path / "ddc.pt"
+    result = _run([sys.executable, "-m", "mlb", "train", "ddc", "--images", str(corpus.images),
+                   "--masks", str(corpus.masks), "--steps", "2", "--out", str(ddc),
+                   "--batch-size", "1", "--nproc", "2", *FLAGS])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_checkpoint(ddc).train_config["global_batch"] == 2
 
 
 @pytest.mark.gpu
