@@ -5,6 +5,10 @@ A run resumes from the checkpoint at ``request.out`` by default: a retried task,
 after a crash or a rerun of a finished run (which does no work) all continue where the
 checkpoint stopped. ``overwrite=True`` starts over.
 
+Data-parallel: ``launch`` (``{"nproc": 2}``; across machines also ``nnodes``,
+``rdzv_endpoint``, ``rdzv_id``) starts the run under torchrun as a subprocess, its output
+streamed to the run's log; a failed rank fails the run with that rank's error.
+
     prefect deployment run train-student/train-student \\
         --params '{"request": {"store": "/labels", "labels": "v-0123456789abcdef", ...}}'
 """
@@ -17,10 +21,12 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
 
 from flows.runners import retry_condition
 from mlb import train as recipes
 from mlb.train import DdcRequest, StudentRequest, TeacherRequest, TrainSummary
+from mlb.train.launch import LaunchConfig, Recipe, launch_training
 
 CURVE_MAX_BYTES = 200_000  # larger loss-curve PNGs are linked by path, not embedded
 
@@ -29,40 +35,55 @@ _TASK_OPTIONS = {"retries": 1, "retry_delay_seconds": 30, "retry_condition_fn": 
                  "cache_policy": NO_CACHE}
 
 
+def _fit(recipe: Recipe, request: TeacherRequest | StudentRequest | DdcRequest, *,
+         resume: bool, overwrite: bool, launch: LaunchConfig) -> TrainSummary:
+    """In this process, or under torchrun when ``launch`` asks for more than one."""
+    if launch.nproc == 1 and launch.nnodes == 1:
+        train = {"teacher": recipes.train_teacher, "student": recipes.train_student,
+                 "ddc": recipes.train_ddc}[recipe]
+        return train(request, resume=resume, overwrite=overwrite, progress=False)
+    return launch_training(recipe, request, launch, resume=resume, overwrite=overwrite,
+                           on_output=get_run_logger().info)
+
+
 @task(name="train-teacher", **_TASK_OPTIONS)
-def fit_teacher(request: TeacherRequest, resume: bool, overwrite: bool) -> TrainSummary:
-    return recipes.train_teacher(request, resume=resume, overwrite=overwrite, progress=False)
+def fit_teacher(request: TeacherRequest, resume: bool, overwrite: bool,
+                launch: LaunchConfig) -> TrainSummary:
+    return _fit("teacher", request, resume=resume, overwrite=overwrite, launch=launch)
 
 
 @task(name="train-student", **_TASK_OPTIONS)
-def fit_student(request: StudentRequest, resume: bool, overwrite: bool) -> TrainSummary:
-    return recipes.train_student(request, resume=resume, overwrite=overwrite, progress=False)
+def fit_student(request: StudentRequest, resume: bool, overwrite: bool,
+                launch: LaunchConfig) -> TrainSummary:
+    return _fit("student", request, resume=resume, overwrite=overwrite, launch=launch)
 
 
 @task(name="train-ddc", **_TASK_OPTIONS)
-def fit_ddc(request: DdcRequest, resume: bool, overwrite: bool) -> TrainSummary:
-    return recipes.train_ddc(request, resume=resume, overwrite=overwrite, progress=False)
+def fit_ddc(request: DdcRequest, resume: bool, overwrite: bool,
+            launch: LaunchConfig) -> TrainSummary:
+    return _fit("ddc", request, resume=resume, overwrite=overwrite, launch=launch)
 
 
 @flow(name="train-teacher")
-def train_teacher(request: TeacherRequest, resume: bool = True,
-                  overwrite: bool = False) -> TrainSummary:
+def train_teacher(request: TeacherRequest, resume: bool = True, overwrite: bool = False,
+                  launch: LaunchConfig = LaunchConfig()) -> TrainSummary:  # noqa: B008
     """MLB step 1: (pre-train on masks, then) fine-tune the teacher on composites."""
-    return _report(fit_teacher(request, resume, overwrite))
+    return _report(fit_teacher(request, resume, overwrite, launch))
 
 
 @flow(name="train-student")
-def train_student(request: StudentRequest, resume: bool = True,
-                  overwrite: bool = False) -> TrainSummary:
+def train_student(request: StudentRequest, resume: bool = True, overwrite: bool = False,
+                  launch: LaunchConfig = LaunchConfig()) -> TrainSummary:  # noqa: B008
     """MLB step 2: the student learns from ``request.labels`` (a version id or ``latest``,
     resolved once and recorded in the checkpoint)."""
-    return _report(fit_student(request, resume, overwrite))
+    return _report(fit_student(request, resume, overwrite, launch))
 
 
 @flow(name="train-ddc")
-def train_ddc(request: DdcRequest, resume: bool = True, overwrite: bool = False) -> TrainSummary:
+def train_ddc(request: DdcRequest, resume: bool = True, overwrite: bool = False,
+              launch: LaunchConfig = LaunchConfig()) -> TrainSummary:  # noqa: B008
     """Matting without alpha labels: known loss + DDC on trimaps from coarse masks."""
-    return _report(fit_ddc(request, resume, overwrite))
+    return _report(fit_ddc(request, resume, overwrite, launch))
 
 
 def _report(summary: TrainSummary) -> TrainSummary:

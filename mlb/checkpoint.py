@@ -70,7 +70,9 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     """Write atomically (temp file + rename): a crash mid-save never leaves a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    # One partial file per writer: two writers of one path (a job and a stale process of an
+    # earlier one) never interleave their bytes; the last complete rename wins.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     torch.save(checkpoint.to_payload(), partial)
     os.replace(partial, path)
     return path

@@ -42,12 +42,13 @@ from flows.runners import (
     shard_groups,
     submission_settings,
 )
-from mlb.checkpoint import CheckpointError
+from mlb.checkpoint import CheckpointError, read_checkpoint
 from mlb.data.augment import AugmentConfig
 from mlb.data.imageio import BadSample
 from mlb.labels.relabel import relabel as relabel_in_process
 from mlb.labels.request import RelabelConfig
-from mlb.train import TrainConfig
+from mlb.train import StudentRequest, TrainConfig
+from mlb.train.launch import LaunchConfig, TrainingFailed
 from storage import IncompleteVersion, LabelStore
 
 IN_PROCESS = DaskConfig(workers=0)
@@ -255,6 +256,39 @@ def test_ema_round_needs_a_student_with_ema_weights(demo, tmp_path):
     with pytest.raises(ValueError, match=r"teacher\.pt has no EMA weights"):
         ema.ema_relabel(request, dask=IN_PROCESS)
     assert LabelStore(work / "labels").versions() == versions  # failed before any work
+
+
+def _log_lines(flow_run_id) -> list[str]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs]
+
+
+def test_training_flow_runs_torchrun_and_fails_with_the_failed_ranks_error(demo, tmp_path):
+    work = Path(demo.report).parent
+    request = StudentRequest(
+        store=str(work / "labels"), labels=demo.label_version, model="unet_r18_w05",
+        out=str(tmp_path / "student.pt"),
+        train=TrainConfig(steps=2, batch_size=1, lr=1e-3, warmup_steps=1, device="cpu",
+                          sync_bn=True),
+        augment=AugmentConfig(short_side=32, crop_sizes=(32,), output_size=32))
+    state = training.train_student(request, launch=LaunchConfig(nproc=2), return_state=True)
+    summary = state.result()
+    assert (summary.world_size, summary.global_batch, summary.steps) == (2, 2, 2)
+    assert read_checkpoint(request.out).train_config["world_size"] == 2
+    # The processes' output reached the run's log.
+    lines = _log_lines(state.state_details.flow_run_id)
+    assert {"[rank 0/2] student run starting", "[rank 1/2] student run starting"} <= set(lines)
+
+    changed = request.model_copy(update={"train": request.train.model_copy(update={"lr": 5e-4})})
+    failed = training.train_student(changed, launch=LaunchConfig(nproc=2), return_state=True,
+                                    overwrite=False)
+    assert failed.is_failed()
+    with pytest.raises(TrainingFailed, match=r"rank [01]: ValueError: cannot resume"):
+        failed.result()
 
 
 # ----------------------------------------------------------------------------- runners

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -39,7 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (UsageError, FileNotFoundError, ValueError) as error:
         # Expected failures (bad paths, bad values) get one clear line, not a traceback.
-        print(f"mlb {args.command}: error: {error}", file=sys.stderr)
+        message = str(error)
+        if "TORCHELASTIC_ERROR_FILE" in os.environ:  # one process of a torchrun job
+            from mlb.train.distributed import record_failure
+
+            message = record_failure(message)
+        print(f"mlb {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

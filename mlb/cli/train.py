@@ -8,7 +8,12 @@
         --out runs/ddc.pt
 
 Each writes a checkpoint at --out (every --checkpoint-every steps and at the end) with a
-loss-curve PNG next to it; --resume continues an interrupted run from it. Learning rates
+loss-curve PNG next to it; --resume continues an interrupted run from it.
+
+Data-parallel: ``--nproc N`` trains with N processes on this machine through torchrun (gloo
+on the CPU, NCCL with one GPU each); ``torchrun --nproc-per-node N -m mlb train ...`` is the
+same run, and the form to use across machines (README, "Training on many GPUs").
+--batch-size is per process. Learning rates
 default per recipe (method.md: pre-training 1e-4, fine-tuning and student 5e-5); short CPU
 runs want --lr 3e-4 to 1e-3.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -109,6 +115,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=int, default=None)
     parser.add_argument("--ema-momentum", type=float, default=None,
                         help="keep an EMA copy with this per-step momentum (e.g. 0.999)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="data-parallel processes on this machine, started by torchrun "
+                             "(default 1: train in this process)")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="BatchNorm statistics over the global batch of all processes")
     _add_augment(parser)
     parser.add_argument("--boundary-weight", type=float, default=None)
     restart = parser.add_mutually_exclusive_group()
@@ -139,7 +150,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.grad_clip is not None:
         options["grad_clip"] = args.grad_clip or None  # 0: no clipping
     return TrainConfig(steps=args.steps, lr=args.lr, amp=args.amp,
-                       ema_momentum=args.ema_momentum, **options)
+                       ema_momentum=args.ema_momentum, sync_bn=args.sync_bn, **options)
 
 
 def augment_from_args(args: argparse.Namespace) -> AugmentConfig:
@@ -172,7 +183,7 @@ def _run_teacher(args: argparse.Namespace) -> int:
     request = TeacherRequest(matte=args.matte, pretrain_images=images, pretrain_masks=masks,
                              pretrain_steps=args.pretrain_steps, pretrain_lr=args.pretrain_lr,
                              init=args.init, **_shared(args))
-    return _report(train_teacher(request, **_options(args)))
+    return _train("teacher", train_teacher, request, args)
 
 
 def _run_student(args: argparse.Namespace) -> int:
@@ -182,7 +193,7 @@ def _run_student(args: argparse.Namespace) -> int:
                              strong_augment=not args.weak_aug, ema=args.ema,
                              ddc_weight=args.ddc_weight,
                              boundary_target=args.boundary_target, **_shared(args))
-    return _report(train_student(request, **_options(args)))
+    return _train("student", train_student, request, args)
 
 
 def _run_ddc(args: argparse.Namespace) -> int:
@@ -190,14 +201,36 @@ def _run_ddc(args: argparse.Namespace) -> int:
 
     request = DdcRequest(images=args.images, masks=args.masks, init=args.init,
                          strong_augment=args.strong_aug, **_shared(args))
-    return _report(train_ddc(request, **_options(args)))
+    return _train("ddc", train_ddc, request, args)
+
+
+def _train(recipe: str, train: Callable[..., TrainSummary], request: object,
+           args: argparse.Namespace) -> int:
+    """Train in this process, or with ``--nproc`` processes under torchrun."""
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc == 1:
+        return _report(train(request, **_options(args)))
+    from mlb.train.launch import LaunchConfig, launch_training
+
+    options = _options(args)
+    del options["progress"]
+    summary = launch_training(recipe, request, LaunchConfig(nproc=args.nproc),  # type: ignore[arg-type]
+                              on_output=lambda line: print(line, file=sys.stderr), **options)
+    return _report(summary)
 
 
 def _report(summary: TrainSummary) -> int:
+    from mlb.train.distributed import world_from_environment
+
+    if not world_from_environment().is_main:
+        return 0  # under torchrun, rank 0 reports for the job
     state = "done" if summary.finished else "stopped"
     labels = f", labels {summary.label_version}" if summary.label_version else ""
+    ranks = (f", {summary.world_size} processes (global batch {summary.global_batch})"
+             if summary.world_size > 1 else "")
     print(f"{summary.kind} {state} at step {summary.steps}: loss {summary.final_loss:.4f}, "
-          f"{summary.samples_per_second:.1f} samples/s{labels} -> {summary.checkpoint}")
+          f"{summary.samples_per_second:.1f} samples/s{ranks}{labels} -> {summary.checkpoint}")
     if summary.curve:
         print(f"loss curve: {summary.curve}", file=sys.stderr)
     return 0

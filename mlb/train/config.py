@@ -83,6 +83,10 @@ class TrainConfig(FrozenConfig):
     """bf16 autocast; on CUDA only (the CPU stays float32 and bit-reproducible)."""
     channels_last: bool = True
     """channels-last memory format; on CUDA only."""
+    sync_bn: bool = False
+    """Data-parallel runs (torchrun): BatchNorm statistics over the global batch rather than
+    each process's share. Matting batches per GPU are small (2-8 crops), where per-process
+    statistics are noisy; with it, N processes train as one process with N x the batch."""
     num_workers: int = Field(0, ge=0)
     """DataLoader worker processes (0: read in this process)."""
     prefetch: int = Field(2, ge=0)
@@ -185,3 +189,7 @@ class TrainSummary(FrozenConfig):
     label_version: str | None = None
     curve: str | None = None
     """The loss-curve PNG next to the checkpoint."""
+    world_size: int = 1
+    """Processes that trained together (torchrun's WORLD_SIZE)."""
+    global_batch: int | None = None
+    """Samples per optimiser step over all processes (``batch_size x world_size``)."""

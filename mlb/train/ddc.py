@@ -25,6 +25,7 @@ from mlb.ddc import ddc_total
 from mlb.losses import LossConfig
 from mlb.models import MattingOutput, build_model_from_config
 from mlb.train.config import DEFAULT_LR, DdcRequest, TrainSummary
+from mlb.train.distributed import joins_process_group
 from mlb.train.loop import Batch, RunRecord, fit
 
 __all__ = ["TrimapDataset", "add_trimap", "ddc_dataset", "ddc_loss_terms", "train_ddc"]
@@ -76,6 +77,7 @@ def ddc_dataset(request: DdcRequest) -> Dataset:
     return TrimapDataset(dataset, kernel_range=request.trimap_kernel_range)
 
 
+@joins_process_group
 def train_ddc(
     request: DdcRequest,
     *,

@@ -9,6 +9,11 @@ by the recipe after ``torch.manual_seed(seed)``, samples come from ``mlb.train.s
 function of seed and step), the learning rate is a function of the step, and the checkpoint
 carries weights, optimiser moments, EMA copy, step and the per-step loss history, so a resumed
 run ends with the same weights as an uninterrupted one.
+
+Under torchrun the same ``fit`` trains data-parallel (:mod:`mlb.train.distributed`): each rank
+reads its share of the step's global batch, DistributedDataParallel averages the gradients,
+rank 0 alone shows progress and writes the checkpoint, which records the world size and the
+global batch (``config.batch_size`` is per process, as torchrun users expect).
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ from mlb.device import resolve_device
 from mlb.models import MattingOutput, ModelConfig
 from mlb.train.config import TrainConfig, TrainSummary
 from mlb.train.curves import curve_path, save_loss_curve
+from mlb.train.distributed import (
+    World,
+    barrier,
+    current_world,
+    data_parallel,
+    mean_over_ranks,
+    process_device,
+    synchronise_batch_norm,
+)
 from mlb.train.ema import make_ema, update_ema
 from mlb.train.prefetch import prefetched
 from mlb.train.sampling import SeededSamples, StepSampler
@@ -174,8 +188,10 @@ def _start_state(
     *,
     resume: bool,
     overwrite: bool,
+    global_batch: int,
 ) -> _State:
-    """A fresh state, or the one saved at ``run.out`` when resuming (same request only)."""
+    """A fresh state, or the one saved at ``run.out`` when resuming (same request and global
+    batch only)."""
     if not run.out.exists() or overwrite:
         return _State(step=0, history={})
     if not resume:
@@ -184,6 +200,7 @@ def _start_state(
         )
     checkpoint = read_checkpoint(run.out)
     _check_same_run(checkpoint, run)
+    _check_same_global_batch(checkpoint, run, global_batch)
     model.load_state_dict(checkpoint.state_dict)
     if checkpoint.optimizer_state is not None:
         optimizer.load_state_dict(checkpoint.optimizer_state)
@@ -199,9 +216,17 @@ RUN_CONTROL_FIELDS = frozenset({"checkpoint_every", "log_every", "num_workers", 
 
 
 def _outcome(request: dict[str, Any]) -> dict[str, Any]:
-    """``request`` without the run-control fields of its ``train`` config."""
-    train = {key: value for key, value in request.get("train", {}).items()
-             if key not in RUN_CONTROL_FIELDS}
+    """``request`` without the run-control fields of its ``train`` config.
+
+    ``batch_size`` is per process: how many processes share a step is checked on the global
+    batch instead (:func:`_check_same_global_batch`).
+    """
+    # Fields added to TrainConfig later are absent from older checkpoints: take their
+    # defaults, so that such a checkpoint still resumes (its run had them).
+    defaults = {name: field.default for name, field in TrainConfig.model_fields.items()
+                if not field.is_required()}
+    train = {key: value for key, value in {**defaults, **request.get("train", {})}.items()
+             if key not in RUN_CONTROL_FIELDS | {"batch_size"}}
     return {**request, "train": train} if "train" in request else request
 
 
@@ -216,6 +241,21 @@ def _check_same_run(checkpoint: Checkpoint, run: RunRecord) -> None:
             f"cannot resume {run.out}: it was written by another run "
             f"(kind {checkpoint.kind!r} vs {run.kind!r}; differing request fields: "
             f"{', '.join(differing) or 'none'}); pass overwrite to start again"
+        )
+
+
+def _check_same_global_batch(checkpoint: Checkpoint, run: RunRecord, global_batch: int) -> None:
+    """Samples are a function of (seed, step, global batch): another number of processes may
+    continue a run only with the same global batch (e.g. 2 x 4 after 1 x 8)."""
+    stored = checkpoint.train_config.get("global_batch")
+    if stored is None:  # written before data-parallel training: one process
+        stored = checkpoint.train_config.get("request", {}).get("train", {}).get("batch_size")
+    if stored != global_batch:
+        world = checkpoint.train_config.get("world_size", 1)
+        raise ValueError(
+            f"cannot resume {run.out}: it was trained with a global batch of {stored} "
+            f"({world} process(es)); this run's is {global_batch}; use a --batch-size and "
+            f"number of processes whose product is {stored}, or pass overwrite to start again"
         )
 
 
@@ -241,7 +281,10 @@ def _save(
     *,
     config: TrainConfig,
     metrics: dict[str, float],
+    world: World,
 ) -> None:
+    if not world.is_main:
+        return
     checkpoint = Checkpoint(
         model_config=run.model_config,
         state_dict=_cpu_state(model),
@@ -250,7 +293,8 @@ def _save(
         optimizer_state=optimizer.state_dict(),
         step=state.step,
         train_config={"request": run.request, "lr": run.lr, "ema_momentum": run.ema_momentum,
-                      "mlb_version": __version__},
+                      "mlb_version": __version__, "world_size": world.size,
+                      "global_batch": config.batch_size * world.size},
         label_version=run.label_version,
         metrics=metrics,
         history=state.history,
@@ -269,11 +313,14 @@ def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 def batches(dataset: Dataset, config: TrainConfig, *, start: int, stop: int,
-            device: torch.device) -> Iterator[Batch]:
+            device: torch.device, world: World | None = None) -> Iterator[Batch]:
     """The batches of steps ``start .. stop - 1``: seeded per (step, slot), read by
-    ``config.num_workers`` workers and ``config.prefetch`` batches ahead."""
+    ``config.num_workers`` workers and ``config.prefetch`` batches ahead; in a data-parallel
+    run this rank's share of each step."""
+    world = world or World()
     sampler = StepSampler(
-        len(dataset), batch_size=config.batch_size, seed=config.seed, start=start, stop=stop
+        len(dataset), batch_size=config.batch_size, seed=config.seed, start=start, stop=stop,
+        ranks=world.size, rank=world.rank,
     )
     loader = DataLoader(
         SeededSamples(dataset, seed=config.seed),
@@ -316,42 +363,50 @@ def fit(
         The run's :class:`TrainSummary`; the checkpoint is saved every
         ``config.checkpoint_every`` steps and at the end, with a loss-curve PNG next to it.
     """
-    device = resolve_device(config.device)
+    world = current_world()
+    device = process_device(resolve_device(config.device), world)
     model = _place(model, device, channels_last=config.channels_last)
+    if config.sync_bn and world.distributed:
+        model = synchronise_batch_norm(model, device)
     optimizer = build_optimizer(model, lr=run.lr, weight_decay=config.weight_decay)
     ema = make_ema(model) if run.ema_momentum is not None else None
-    state = _start_state(run, model, optimizer, ema, resume=resume, overwrite=overwrite)
+    state = _start_state(run, model, optimizer, ema, resume=resume, overwrite=overwrite,
+                         global_batch=config.batch_size * world.size)
     stop = config.steps if stop_at_step is None else min(config.steps, stop_at_step)
     if state.step >= stop:
-        return _summary(run, state, config, seconds=0.0, samples=0)
+        return _summary(run, state, config, seconds=0.0, samples=0, world=world)
     model.train()
+    trained = data_parallel(model, world, device)
     started, samples = time.perf_counter(), 0
     bar = tqdm(total=config.steps, initial=state.step, desc=run.kind, unit="step",
-               disable=None if progress else True, dynamic_ncols=True)
+               disable=None if progress and world.is_main else True, dynamic_ncols=True)
     with bar, closing(batches(dataset, config, start=state.step, stop=stop,
-                              device=device)) as stream:
+                              device=device, world=world)) as stream:
         for batch in stream:
             lr = learning_rate(state.step, peak=run.lr, warmup_steps=warmup_steps(config),
                                total_steps=config.steps)
-            values = train_one_step(model, optimizer, batch, loss_function, lr=lr,
+            values = train_one_step(trained, optimizer, batch, loss_function, lr=lr,
                                     config=config, device=device)
+            values = mean_over_ranks(values, world)
             _check_finite(values, state.step)
             if ema is not None:
                 update_ema(ema, model, momentum=run.ema_momentum)
             state.step += 1
-            samples += batch["image"].shape[0]
+            samples += batch["image"].shape[0] * world.size
             _record(state.history, state.step, lr, values)
             bar.update(1)
             if state.step % config.log_every == 0 or state.step == stop:
                 _show(bar, state, config, samples_per_second=samples / (
                     time.perf_counter() - started))
             if _periodic_save_due(state.step, stop, config.checkpoint_every):
-                _save(run, state, model, optimizer, ema, config=config, metrics={})
+                _save(run, state, model, optimizer, ema, config=config, metrics={},
+                      world=world)
     seconds = time.perf_counter() - started
     metrics = {"final_loss": _recent_loss(state.history, config.log_every),
                "samples_per_second": samples / seconds}
-    _save(run, state, model, optimizer, ema, config=config, metrics=metrics)
-    return _summary(run, state, config, seconds=seconds, samples=samples)
+    _save(run, state, model, optimizer, ema, config=config, metrics=metrics, world=world)
+    barrier(world)  # the checkpoint is complete before any rank goes on to read it
+    return _summary(run, state, config, seconds=seconds, samples=samples, world=world)
 
 
 def _place(model: nn.Module, device: torch.device, *, channels_last: bool) -> nn.Module:
@@ -375,7 +430,7 @@ def _periodic_save_due(step: int, stop: int, every: int) -> bool:
 
 
 def _summary(run: RunRecord, state: _State, config: TrainConfig, *, seconds: float,
-             samples: int) -> TrainSummary:
+             samples: int, world: World) -> TrainSummary:
     return TrainSummary(
         checkpoint=str(run.out),
         kind=run.kind,
@@ -386,4 +441,6 @@ def _summary(run: RunRecord, state: _State, config: TrainConfig, *, seconds: flo
         samples_per_second=samples / seconds if seconds > 0 else 0.0,
         label_version=run.label_version,
         curve=str(curve_path(run.out)) if curve_path(run.out).exists() else None,
+        world_size=world.size,
+        global_batch=config.batch_size * world.size,
     )

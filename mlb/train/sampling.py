@@ -5,6 +5,13 @@ DataLoader workers. So no RNG state is carried between steps: step ``s`` takes t
 ``s * B ... s * B + B - 1`` of an endless stream of epochs (epoch ``e`` is a permutation of the
 dataset drawn from ``(seed, e)``), and each sample's augmentation runs under RNGs seeded from
 ``(seed, step, slot)``. Restarting at step ``s`` therefore only needs ``s``.
+
+Data-parallel runs (torchrun) split each step's global batch: with ``ranks`` processes of
+``batch_size`` samples each, rank ``r`` takes the global slots ``r * B ... r * B + B - 1`` of
+a step of ``ranks * B`` samples, with the same seeds. N ranks of batch B therefore see
+exactly the samples (and augmentations) one process of batch N x B sees, which is what makes
+a distributed run equal to a single-process one, and lets a run resume on another number of
+ranks as long as the global batch stays the same.
 """
 
 from __future__ import annotations
@@ -44,13 +51,20 @@ def _epoch_order(seed: int, epoch: int, length: int) -> np.ndarray:
 
 
 class StepSampler(Sampler[list[SampleKey]]):
-    """Batch sampler: the keys of steps ``start .. stop - 1`` (``batch_size`` keys each)."""
+    """Batch sampler: the keys of steps ``start .. stop - 1`` (``batch_size`` keys each).
 
-    def __init__(self, length: int, *, batch_size: int, seed: int, start: int, stop: int) -> None:
+    ``ranks`` and ``rank``: this process's share of a data-parallel step (module docstring).
+    """
+
+    def __init__(self, length: int, *, batch_size: int, seed: int, start: int, stop: int,
+                 ranks: int = 1, rank: int = 0) -> None:
         if length < 1:
             raise ValueError(f"cannot sample from an empty dataset (length {length})")
+        if not 0 <= rank < ranks:
+            raise ValueError(f"rank must be in [0, {ranks}), got {rank}")
         self.length, self.batch_size, self.seed = length, batch_size, seed
         self.start, self.stop = start, stop
+        self.global_batch, self.first_slot = ranks * batch_size, rank * batch_size
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -60,7 +74,9 @@ class StepSampler(Sampler[list[SampleKey]]):
             yield [self.key(step, slot) for slot in range(self.batch_size)]
 
     def key(self, step: int, slot: int) -> SampleKey:
-        position = step * self.batch_size + slot
+        """The key of this rank's ``slot`` in ``step`` (its slot in the global batch)."""
+        slot += self.first_slot
+        position = step * self.global_batch + slot
         epoch, offset = divmod(position, self.length)
         index = int(_epoch_order(self.seed, epoch, self.length)[offset])
         return SampleKey(step, slot, epoch, index)

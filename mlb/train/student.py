@@ -38,6 +38,7 @@ from mlb.train.config import (
     TrainSummary,
 )
 from mlb.train.ddc import TrimapDataset, ddc_loss_terms
+from mlb.train.distributed import joins_process_group
 from mlb.train.loop import Batch, RunRecord, fit
 
 __all__ = [
@@ -110,6 +111,7 @@ def teacher_model_name(metadata: dict) -> str | None:
     return LabelVersionMetadata.parse(metadata).teacher.model_name
 
 
+@joins_process_group
 def train_student(
     request: StudentRequest,
     *,

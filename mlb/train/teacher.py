@@ -23,6 +23,7 @@ from mlb.data.datasets import CompositeDataset, SegmentationDataset
 from mlb.losses import LossConfig, matting_loss
 from mlb.models import MattingOutput, build_model_from_config
 from mlb.train.config import DEFAULT_LR, TeacherRequest, TrainSummary
+from mlb.train.distributed import joins_process_group
 from mlb.train.loop import Batch, RunRecord, fit
 
 __all__ = [
@@ -77,6 +78,7 @@ def composite_dataset(matte: str, augment: AugmentConfig, *, seed: int) -> Datas
                             skip_bad=True)
 
 
+@joins_process_group
 def train_teacher(
     request: TeacherRequest,
     *,

@@ -20,6 +20,7 @@ __all__ = [
     "TINY",
     "BenchSize",
     "BlendBench",
+    "DataParallelBench",
     "DdcBench",
     "GpuBench",
     "LoaderBench",
@@ -148,6 +149,22 @@ class GpuBench(FrozenConfig):
     timing: Repeats = Repeats(warmup=5, repeats=30)
 
 
+class DataParallelBench(FrozenConfig):
+    """Row 9: student samples/s with ``processes`` data-parallel processes vs one."""
+
+    student: str = "unet_r18_w05"
+    images: PositiveInt = 16
+    image_size: PositiveInt = 160
+    crop: PositiveInt = 128
+    batch_size: PositiveInt = 4
+    """Per process: the N-process run trains N x the samples a step."""
+    steps: PositiveInt = 30
+    processes: int = Field(2, ge=2)
+    threads: PositiveInt = 1
+    """Torch threads per process: 1 on the 2-core CPU, so 2 processes can use both cores."""
+    sync_bn: bool = True
+
+
 class BenchSize(FrozenConfig):
     """Every row family's sizes under one preset name."""
 
@@ -160,6 +177,7 @@ class BenchSize(FrozenConfig):
     memory: MemoryBench = MemoryBench()
     loader: LoaderBench = LoaderBench()
     gpu: GpuBench = GpuBench()
+    data_parallel: DataParallelBench = DataParallelBench()
 
 
 QUICK = BenchSize(name="quick")
@@ -176,6 +194,7 @@ FULL = BenchSize(
     memory=MemoryBench(small=200, large=2000, image_size=128, short_side=128),
     loader=LoaderBench(images=32, image_size=640, batch_size=4, loader_batches=8,
                        timing=Repeats(warmup=1, repeats=2)),
+    data_parallel=DataParallelBench(image_size=320, crop=192, steps=40),
 )
 
 TINY = BenchSize(
@@ -194,6 +213,7 @@ TINY = BenchSize(
                        timing=Repeats(warmup=0, repeats=1)),
     gpu=GpuBench(images=4, image_size=64, short_side=64, batch_size=2, size=64,
                  timing=Repeats(warmup=1, repeats=2)),
+    data_parallel=DataParallelBench(images=4, image_size=48, crop=32, batch_size=2, steps=2),
 )
 
 PRESETS: dict[str, BenchSize] = {size.name: size for size in (TINY, QUICK, FULL)}

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mlb.experiments.bench.blend import bench_blend
 from mlb.experiments.bench.config import BenchSize
 from mlb.experiments.bench.ddc import bench_ddc
+from mlb.experiments.bench.distributed import bench_data_parallel
 from mlb.experiments.bench.gpu import bench_gpu
 from mlb.experiments.bench.memory import bench_memory
 from mlb.experiments.bench.relabel import bench_relabel
@@ -52,6 +53,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("6", "relabel memory", lambda size, ws: bench_memory(size.memory, ws)),
     Family("7", "label-set loader", lambda size, ws: bench_loader(size.loader, ws)),
     Family("8", "GPU", lambda size, ws: bench_gpu(size.gpu, ws), needs_cuda=True),
+    Family("9", "data-parallel training",
+           lambda size, ws: bench_data_parallel(size.data_parallel, ws)),
 )
 _KEYS = tuple(family.key for family in FAMILIES)
 
