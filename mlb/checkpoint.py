@@ -9,8 +9,11 @@ the training config, the label version it learned from, and its metrics.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,11 +71,42 @@ class Checkpoint:
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     """Write atomically (temp file + rename): a crash mid-save never leaves a torn file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; a checkpoint path must name "
+                                "a file (e.g. runs/student.pt)")
     partial = path.with_name(path.name + ".partial")
-    torch.save(checkpoint.to_payload(), partial)
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint.to_payload(), partial)
+        os.replace(partial, path)
+    except (OSError, RuntimeError) as error:
+        # torch reports a full disk as "enforce fail at inline_container.cc": name the file
+        # and the free space instead. The .partial is removed; ``path`` keeps its old bytes.
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise OSError(errno.ENOSPC if _free_bytes(path.parent) == 0 else
+                      getattr(error, "errno", None) or errno.EIO,
+                      f"cannot save checkpoint {path}: {_first_line(error)} "
+                      f"({_free_text(path.parent)}); free space or choose another --out, then "
+                      "rerun with --resume") from None
     return path
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _free_text(folder: Path) -> str:
+    free = _free_bytes(folder)
+    return ("free space unknown" if free is None
+            else f"{free / 2**20:.1f} MiB free on the disk holding {folder}")
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -83,12 +117,20 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        # weights_only refuses any object that would need code to rebuild.
+        if "Weights only load failed" not in str(error):  # not a pickle at all: random bytes
+            raise CheckpointError(f"{path} is damaged or not a checkpoint: "
+                                  f"{_first_line(error)}") from error
+        # weights_only refused an object that would need code to rebuild. PyTorch's message
+        # suggests loading it unsafely; the file is refused and only the offending type named.
+        refused = [line.strip() for line in str(error).splitlines()
+                   if "WeightsUnpickler error" in line or "Unsupported global" in line]
         raise CheckpointError(
-            f"{path} is not a safe mlb checkpoint (it holds objects that would run code): "
-            f"{str(error).splitlines()[0]}"
+            f"{path} is refused: it is not a safe mlb checkpoint (it holds objects that would "
+            f"run code when loaded{': ' + refused[0] if refused else ''}); mlb never loads "
+            "such files"
         ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError,
+            TypeError, IndexError, AttributeError) as error:  # text or other non-checkpoints
         raise CheckpointError(f"{path} is damaged or not a checkpoint: {error}") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__

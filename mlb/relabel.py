@@ -90,6 +90,7 @@ from mlb.inference import (
     run_model,
     to_original_size,
 )
+from mlb.labelid import id_settings
 from storage import (
     DraftVersion,
     LabelStore,
@@ -227,10 +228,10 @@ class RelabelSummary(_Record):
 def version_inputs(request: RelabelRequest) -> dict:
     """The ``extra`` of the version's content id: settings that change the stored bytes."""
     config = request.config
-    return {"short_side": config.short_side, "weights": request.weights,
-            "store_teacher_alpha": config.store_teacher_alpha,
-            "batch_size": config.batch_size, "shard_size": config.shard_size,
-            "amp": config.amp}
+    return id_settings(short_side=config.short_side, weights=request.weights,
+                       store_teacher_alpha=config.store_teacher_alpha,
+                       batch_size=config.batch_size, shard_size=config.shard_size,
+                       amp=config.amp)
 
 
 def _version_id(request: RelabelRequest, manifest: Manifest, teacher_sha256: str) -> str:
@@ -704,11 +705,10 @@ def relabel(request: RelabelRequest, *, progress: bool = True) -> RelabelSummary
     """Prepare, label every pending shard and publish, in this process (``mlb relabel``)."""
     started = time.perf_counter()
     plan = prepare_relabel(request)
-    if plan.already_published:
-        version = LabelStore(request.store).open_version(plan.version_id)
-        return summarize(version, store=request.store, already_published=True,
-                         resumed_shards=plan.shard_count,
-                         seconds=round(time.perf_counter() - started, 3))
+    if plan.already_published:  # publish again: it repairs pointers a killed run left behind
+        summary = publish_relabel(request, version_id=plan.version_id)
+        return summary.model_copy(update={"resumed_shards": plan.shard_count,
+                                          "seconds": round(time.perf_counter() - started, 3)})
     stats = relabel_shards(request, version_id=plan.version_id, shards=plan.pending_shards,
                            progress=progress)
     summary = publish_relabel(request, version_id=plan.version_id)

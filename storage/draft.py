@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from storage.errors import DamagedShard, IncompleteVersion
+from storage.integrity import document_digests
 from storage.layout import commit_path, committed_shards, shard_dir, shard_name, version_document
 from storage.manifest import Manifest, ManifestEntry
 from storage.shards import (
@@ -122,11 +123,16 @@ class DraftVersion:
                 for shard in range(self.shard_count):
                     consolidate(root.zarr_store(shard_dir(self.version_id, shard),
                                                 read_only=False))
+                documents = document_digests(root, self.version_id, self.shard_count,
+                                             list(self.kinds))
                 root.write_json(version_document(self.version_id, "version.json"),
-                                self._version_document(markers))
+                                {**self._version_document(markers), "documents": documents})
             events = root.read_json(version_document(self.version_id, "events.json")) or {}
-            if "published_at" not in events:  # also completes a publish killed before this
-                self.store._move_latest(self.version_id, self.manifest.corpus)
+            # Also completes a publish killed (or out of disk space) before ``latest`` moved,
+            # and repairs a pointer left missing or unreadable since.
+            self.store._repair_pointers(self.version_id, self.manifest.corpus,
+                                        moved="published_at" in events)
+            if "published_at" not in events:
                 events["published_at"] = now_iso()
                 root.write_json(version_document(self.version_id, "events.json"), events)
         self.store._drop_locks(self.version_id)

@@ -37,9 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, FileNotFoundError, ValueError) as error:
-        # Expected failures (bad paths, bad values) get one clear line, not a traceback.
-        print(f"mlb {args.command}: error: {error}", file=sys.stderr)
+    except (UsageError, ValueError, OSError) as error:
+        # Expected failures (bad paths, bad values, file-system faults) get one clear line,
+        # not a traceback.
+        from mlb.cli.errors import error_line
+
+        print(f"mlb {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 2
 
 

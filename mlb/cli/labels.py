@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -79,9 +80,8 @@ def _row(info: VersionInfo, latest: str | None) -> list[str]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from storage import LabelStore
 
-    store = LabelStore(args.store)
+    store = existing_store(args.store)
     infos, latest = store.versions(), store.latest()
     if args.json:
         print(json.dumps([{"version_id": i.version_id, "corpus": i.corpus,
@@ -118,30 +118,54 @@ def describe(store: LabelStore, version: str) -> dict:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from storage import LabelStore
 
-    print(json.dumps(describe(LabelStore(args.store), args.version), indent=1, sort_keys=True))
+    print(json.dumps(describe(existing_store(args.store), args.version), indent=1,
+                     sort_keys=True))
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from storage import LabelStore
 
     def progress(shards: object) -> object:
         return tqdm(shards, unit="shard", desc="verify", disable=True if args.quiet else None)
 
-    report = LabelStore(args.store).verify(args.version, progress=progress)
+    from mlb.labelid import version_id_of
+    from storage.labelstore import VERSION_PROBLEMS
+
+    report = existing_store(args.store).verify(args.version, progress=progress,
+                                              version_id_of=version_id_of)
     for shard in report.damaged_shards:
-        print(f"damaged shard {shard}: {report.problems[shard]}", file=sys.stderr)
+        what = "damaged version" if shard == VERSION_PROBLEMS else f"damaged shard {shard}"
+        print(f"{what}: {report.problems[shard]}", file=sys.stderr)
     state = "published" if report.published else f"draft, {len(report.pending_shards)} pending"
+    notes = "".join(f"; note: {note}" for note in report.notes)
     if report.ok:
-        print(f"{report.version_id}: ok, {report.checked_shards} shards verified ({state})")
+        checked = ("every document, descriptor and the version id checked, "
+                   if report.published else "")
+        print(f"{report.version_id}: ok, {checked}{report.checked_shards} shards verified "
+              f"({state}){notes}")
         return 0
-    print(f"{report.version_id}: {len(report.damaged_shards)} of {report.checked_shards} "
-          f"shards damaged: {', '.join(map(str, report.damaged_shards))}", file=sys.stderr)
+    shards = [shard for shard in report.damaged_shards if shard != VERSION_PROBLEMS]
+    documents = "its documents damaged; " if VERSION_PROBLEMS in report.problems else ""
+    print(f"{report.version_id}: {documents}{len(shards)} of {report.checked_shards} "
+          f"shards damaged: {', '.join(map(str, shards)) or '-'}{notes}", file=sys.stderr)
     return 1
+
+
+def existing_store(path: str) -> LabelStore:
+    """The store at ``path`` for reading: a local path that does not exist is an error, not a
+    new empty store (a mistyped path must not be created)."""
+    from storage import LabelStore
+    from storage.layout import check_store_url
+
+    check_store_url(path)
+    if "://" not in path and not os.path.isdir(path):
+        raise FileNotFoundError(f"no label store at {path}: "
+                                + ("it is a file, not a folder" if os.path.exists(path)
+                                   else "the folder does not exist (check the --store path)"))
+    return LabelStore(path)
 
 
 def run_preview(args: argparse.Namespace) -> int:
