@@ -57,6 +57,7 @@ from storage.layout import (
     lock_path,
     shard_dir,
     shard_name,
+    version_dir,
     version_document,
 )
 from storage.locking import file_lock
@@ -228,6 +229,10 @@ class LabelStore:
         if draft is None:
             raise VersionNotFound(f"no label version {version_id!r} in {self.url}")
         problems, notes = {}, []
+        if published is None and self._was_published(version_id):
+            missing = self._root.path(version_document(version_id, "version.json"))
+            problems[VERSION_PROBLEMS] = (f"{missing} is missing, but the version was "
+                                          "published (events.json or a latest pointer says so)")
         if published is not None:
             check = check_metadata(self._root, version_id, published,
                                    version_id_of=version_id_of)
@@ -269,6 +274,14 @@ class LabelStore:
         store = self._root.zarr_store(shard_dir(version_id, shard), read_only=True)
         return check_shard(store, marker, consolidated=published is not None, where=where)
 
+    def _was_published(self, version_id: str) -> bool:
+        try:
+            events = self._root.read_json(version_document(version_id, "events.json")) or {}
+            pointers = [self._root.read_json(latest_path())]
+        except ValueError:
+            return False
+        return "published_at" in events or {"version": version_id} in pointers
+
     def _resolve(self, version_id: str) -> str:
         if version_id != "latest":
             _check_version_id(version_id)
@@ -282,6 +295,10 @@ class LabelStore:
             raise LabelStoreError(f"{self._root.path(latest_path())} names {latest!r}, not a "
                                   "version of this store; rerun the relabel that published "
                                   "the version you want (it repairs the pointer)") from None
+        if not self._root.exists(version_dir(latest)):
+            raise VersionNotFound(f"{self._root.path(latest_path())} names version {latest}, "
+                                  "which is not in the store; rerun the relabel that published "
+                                  "the version you want (it repairs the pointer)")
         return latest
 
     def _info(self, version_id: str) -> VersionInfo | None:

@@ -25,7 +25,7 @@ _REMEDIES = {
 
 def error_line(error: BaseException) -> str:
     """The single line printed after ``mlb COMMAND: error:``."""
-    text = str(error).strip()
+    text = re.sub(r"^\[Errno \d+\] ", "", str(error).strip())
     if "Original Traceback" in text:
         # An error re-raised by a DataLoader worker carries the worker's traceback: keep its
         # final line, the original message, without the exception's module path.

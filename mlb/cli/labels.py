@@ -142,10 +142,10 @@ def run_verify(args: argparse.Namespace) -> int:
     state = "published" if report.published else f"draft, {len(report.pending_shards)} pending"
     notes = "".join(f"; note: {note}" for note in report.notes)
     if report.ok:
-        checked = ("every document, descriptor and the version id checked, "
+        checked = ("; every document, descriptor and the version id checked"
                    if report.published else "")
-        print(f"{report.version_id}: ok, {checked}{report.checked_shards} shards verified "
-              f"({state}){notes}")
+        print(f"{report.version_id}: ok, {report.checked_shards} shards verified "
+              f"({state}){checked}{notes}")
         return 0
     shards = [shard for shard in report.damaged_shards if shard != VERSION_PROBLEMS]
     documents = "its documents damaged; " if VERSION_PROBLEMS in report.problems else ""
