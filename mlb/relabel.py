@@ -91,6 +91,7 @@ from mlb.inference import (
     to_original_size,
 )
 from mlb.labelid import id_settings
+from mlb.relabelchecks import check_corpus_identity, check_parent_version
 from storage import (
     DraftVersion,
     LabelStore,
@@ -283,6 +284,9 @@ def prepare_relabel(request: RelabelRequest) -> RelabelPlan:
     scan_quarantine = [QuarantinedSample(sample_id=q.sample_id, reason=q.reason, stage="scan",
                                          path=str(q.path)) for q in scan.quarantine]
     store = LabelStore(request.store)
+    check_parent_version(store, request.parent_version)
+    check_corpus_identity(store, manifest, images=request.images,
+                          named=request.corpus is not None)
     draft = _open_or_resume(store, version_id, request, manifest,
                             _metadata(request, checkpoint, sha, scan_quarantine))
     published = draft.published
