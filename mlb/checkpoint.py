@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import pickle
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -117,17 +118,16 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" not in str(error):  # not a pickle at all: random bytes
-            raise CheckpointError(f"{path} is damaged or not a checkpoint: "
-                                  f"{_first_line(error)}") from error
-        # weights_only refused an object that would need code to rebuild. PyTorch's message
-        # suggests loading it unsafely; the file is refused and only the offending type named.
-        refused = [line.strip() for line in str(error).splitlines()
-                   if "WeightsUnpickler error" in line or "Unsupported global" in line]
+        # PyTorch's message suggests loading the file unsafely; only the facts are kept.
+        text = str(error)
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if unsafe is None:  # not an object that runs code: random bytes, a broken pickle
+            detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0]
+            raise CheckpointError(f"{path} is damaged or not a checkpoint (its pickle cannot "
+                                  f"be read: {detail[:200]})") from error
         raise CheckpointError(
-            f"{path} is refused: it is not a safe mlb checkpoint (it holds objects that would "
-            f"run code when loaded{': ' + refused[0] if refused else ''}); mlb never loads "
-            "such files"
+            f"{path} is refused: it is not a safe mlb checkpoint (it holds {unsafe.group(1)}, "
+            "an object that would run code when loaded); mlb never loads such files"
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError,
             TypeError, IndexError, AttributeError) as error:  # text or other non-checkpoints

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 
 from storage.errors import DamagedShard, IncompleteVersion
 from storage.integrity import document_digests
-from storage.layout import commit_path, committed_shards, shard_dir, shard_name, version_document
+from storage.layout import (
+    commit_path,
+    committed_shards,
+    local_write_error,
+    shard_dir,
+    shard_name,
+    version_document,
+)
 from storage.manifest import Manifest, ManifestEntry
 from storage.shards import (
     QuarantineRecord,
@@ -103,7 +110,11 @@ class DraftVersion:
                 return False
             root.remove_tree(shard_dir(self.version_id, shard))  # a killed writer's leftovers
             store = root.zarr_store(shard_dir(self.version_id, shard), read_only=False)
-            write_shard_arrays(store, ordered, self.kinds)
+            try:
+                write_shard_arrays(store, ordered, self.kinds)
+            except OSError as error:  # full, read-only: no marker, so the shard stays pending
+                raise local_write_error(root.path(shard_dir(self.version_id, shard)),
+                                        error) from None
             marker = commit_marker(shard, self.kinds, ordered, ordered_quarantine)
             root.write_json(commit_path(self.version_id, shard), marker)  # last: commits
         return True
@@ -121,8 +132,12 @@ class DraftVersion:
                 markers = self._committed_markers()
                 self._check_stored(markers, progress)
                 for shard in range(self.shard_count):
-                    consolidate(root.zarr_store(shard_dir(self.version_id, shard),
-                                                read_only=False))
+                    try:
+                        consolidate(root.zarr_store(shard_dir(self.version_id, shard),
+                                                    read_only=False))
+                    except OSError as error:  # rewritten whole by the rerun's publish
+                        raise local_write_error(root.path(shard_dir(self.version_id, shard)),
+                                                error) from None
                 documents = document_digests(root, self.version_id, self.shard_count,
                                              list(self.kinds))
                 root.write_json(version_document(self.version_id, "version.json"),
