@@ -85,11 +85,14 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
         # and the free space instead. The .partial is removed; ``path`` keeps its old bytes.
         with contextlib.suppress(OSError):
             partial.unlink()
-        raise OSError(errno.ENOSPC if _free_bytes(path.parent) == 0 else
-                      getattr(error, "errno", None) or errno.EIO,
-                      f"cannot save checkpoint {path}: {_first_line(error)} "
-                      f"({_free_text(path.parent)}); free space or choose another --out, then "
-                      "rerun with --resume") from None
+        free = _free_bytes(path.parent)
+        full = getattr(error, "errno", None) == errno.ENOSPC or (
+            isinstance(error, RuntimeError) and free is not None and free < 2**20)
+        reason = ("no space left on the device" if full else
+                  "the write failed" if isinstance(error, RuntimeError) else _first_line(error))
+        raise OSError(errno.ENOSPC if full else getattr(error, "errno", None) or errno.EIO,
+                      f"cannot save checkpoint {path}: {reason} ({_free_text(path.parent)}); "
+                      "free space or choose another --out, then rerun with --resume") from None
     return path
 
 

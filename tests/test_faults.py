@@ -278,3 +278,40 @@ def test_everyday_mistakes_are_one_line_errors(inputs, tmp_path, capsys):
         assert expected in line, (arguments, line)
         assert "weights_only=False" not in line and "will likely succeed" not in line
     assert not (tmp_path / "mistyped").exists()
+
+
+def test_dangling_and_looping_links_are_named(inputs, tmp_path, capsys):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    shutil.copytree(inputs["images"], images)
+    shutil.copytree(inputs["masks"], masks)
+    for stem in ("dangling", "looping"):
+        shutil.copy(masks / "p000.png", masks / f"{stem}.png")
+    (images / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (images / "looping.jpg").symlink_to("looping.jpg")
+    store = tmp_path / "store"
+    capsys.readouterr()
+    assert main(_relabel_args(inputs, store, images=images, masks=masks)) == 2
+    line = _one_error(capsys.readouterr().err, "relabel")
+    assert ("symbolic link" in line and "dangling.jpg" in line) or "looping.jpg" in line
+    assert main([*_relabel_args(inputs, store, images=images, masks=masks), "--skip-bad",
+                 "--json"]) == 0
+    reasons = {q["sample_id"]: q["reason"] for q in json.loads(capsys.readouterr().out)
+               ["quarantined"]}
+    assert "dangling" in reasons["dangling"] and "loops" in reasons["looping"]
+
+
+def test_a_full_disk_while_saving_a_checkpoint_names_the_path(inputs, tmp_path, mounts,
+                                                              capsys):
+    store = tmp_path / "store"
+    assert main(_relabel_args(inputs, store)) == 0
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=3M", "tmpfs", str(disk))  # the model needs ~15 MB
+    mounts.append(disk)
+    out = disk / "student.pt"
+    capsys.readouterr()
+    assert main(["train", "student", "--store", str(store), "--steps", "1", "--out", str(out),
+                 *TINY_TRAIN_FLAGS]) == 2
+    line = _one_error(capsys.readouterr().err, "train")
+    assert str(out) in line and "free" in line and "inline_container" not in line
+    assert not out.exists() and not list(disk.glob("*.partial"))
