@@ -315,3 +315,31 @@ def test_a_full_disk_while_saving_a_checkpoint_names_the_path(inputs, tmp_path, 
     line = _one_error(capsys.readouterr().err, "train")
     assert str(out) in line and "free" in line and "inline_container" not in line
     assert not out.exists() and not list(disk.glob("*.partial"))
+
+
+_DECODE_PEAK = """
+import re, sys
+from mlb.data.imageio import read_image
+
+def peak():  # VmHWM: this process's own peak (ru_maxrss would include a forking parent's)
+    with open("/proc/self/status") as status:
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1)) * 1024
+
+before = peak()
+image = read_image(sys.argv[1])
+print((peak() - before) / image.nbytes)
+"""
+
+
+def test_decoding_a_large_image_holds_a_few_copies_of_it(tmp_path):
+    """The bound docs/datasets.md states: about 3.4 copies of the RGB image at peak (PIL's
+    decoded image, its bytes, the array). Run in a fresh process so the peak is its own."""
+    from PIL import Image
+
+    path = tmp_path / "large.jpg"
+    noise = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    Image.fromarray(noise).resize((4000, 4000)).save(path, quality=90)
+    result = subprocess.run([sys.executable, "-c", _DECODE_PEAK, str(path)], check=True,
+                            capture_output=True, text=True)
+    copies = float(result.stdout)
+    assert copies < 4.0, f"decoding held {copies:.2f} copies of the image"

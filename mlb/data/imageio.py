@@ -125,7 +125,10 @@ def _open(path: str | Path) -> Image.Image:
         with Image.open(path) as opened:
             _check_limits(path, *opened.size)  # from the header, before decoding
             opened.load()
-            image = ImageOps.exif_transpose(opened)
+            # In place: a copy is made only when the EXIF orientation needs a transpose
+            # (decoding memory is part of the bound docs/datasets.md states).
+            ImageOps.exif_transpose(opened, in_place=True)
+            image = opened
     except BadSample:
         raise
     except Image.DecompressionBombError as error:  # PIL's own limit, met at open
@@ -185,7 +188,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise BadSample(path, "floating-point image: expected 8- or 16-bit integer pixels")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
-    return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return np.array(rgb, dtype=np.uint8)  # a writable copy
 
 
 def _gray_values(path: Path, image: Image.Image) -> tuple[np.ndarray, float]:
