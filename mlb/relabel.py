@@ -705,17 +705,30 @@ def summarize(version: LabelVersion, *, store: str, **extra: object) -> RelabelS
                           counts=counts, quarantined=scan + shard, **extra)
 
 
+def with_scan_of(summary: RelabelSummary, plan: RelabelPlan) -> RelabelSummary:
+    """``summary`` with the scan quarantine of THIS run's corpus scan.
+
+    Files the scan skips are not part of the version id, so a version can be shared by two
+    folders (or runs) that skipped different files; the version's recorded scan quarantine
+    belongs to the run that created it and would be reported to the wrong one.
+    """
+    shard = [record for record in summary.quarantined if record.stage == "shard"]
+    return summary.model_copy(update={
+        "quarantined": list(plan.quarantined) + shard,
+        "counts": {**summary.counts, "scan_quarantined": len(plan.quarantined)}})
+
+
 def relabel(request: RelabelRequest, *, progress: bool = True) -> RelabelSummary:
     """Prepare, label every pending shard and publish, in this process (``mlb relabel``)."""
     started = time.perf_counter()
     plan = prepare_relabel(request)
     if plan.already_published:  # publish again: it repairs pointers a killed run left behind
-        summary = publish_relabel(request, version_id=plan.version_id)
+        summary = with_scan_of(publish_relabel(request, version_id=plan.version_id), plan)
         return summary.model_copy(update={"resumed_shards": plan.shard_count,
                                           "seconds": round(time.perf_counter() - started, 3)})
     stats = relabel_shards(request, version_id=plan.version_id, shards=plan.pending_shards,
                            progress=progress)
-    summary = publish_relabel(request, version_id=plan.version_id)
+    summary = with_scan_of(publish_relabel(request, version_id=plan.version_id), plan)
     return summary.model_copy(update={
         "resumed_shards": plan.shard_count - len(plan.pending_shards),
         "written_shards": len(stats.shards_written),

@@ -343,3 +343,24 @@ def test_decoding_a_large_image_holds_a_few_copies_of_it(tmp_path):
                             capture_output=True, text=True)
     copies = float(result.stdout)
     assert copies < 4.0, f"decoding held {copies:.2f} copies of the image"
+
+
+def test_the_scan_quarantine_reported_is_this_runs_own(inputs, tmp_path, capsys):
+    # Files the scan skips are not in the version id: an orphan image in one folder and a
+    # clean copy of the same corpus elsewhere share one version. Each run reports its own.
+    orphaned = tmp_path / "orphaned"
+    shutil.copytree(inputs["images"], orphaned / "images")
+    shutil.copytree(inputs["masks"], orphaned / "masks")
+    shutil.copy(orphaned / "images/p000.jpg", orphaned / "images/orphan.jpg")
+    store = tmp_path / "store"
+    capsys.readouterr()
+    runs = [(orphaned / "images", orphaned / "masks", 1), (inputs["images"], inputs["masks"], 0)]
+    versions = set()
+    for images, masks, expected in runs:
+        assert main([*_relabel_args(inputs, store, "--corpus", "portraits", images=images,
+                                    masks=masks), "--skip-bad", "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["counts"]["scan_quarantined"] == expected
+        assert [q["sample_id"] for q in summary["quarantined"]] == ["orphan"][:expected]
+        versions.add(summary["version_id"])
+    assert len(versions) == 1
