@@ -127,6 +127,8 @@ class DraftVersion:
         does nothing and returns it.
         """
         root = self.store._root
+        if self._finished():  # nothing to write: also works on a read-only store
+            return self.store.open_version(self.version_id)
         with self.store._lock(self.version_id):
             if not self.published:
                 markers = self._committed_markers()
@@ -152,6 +154,16 @@ class DraftVersion:
                 root.write_json(version_document(self.version_id, "events.json"), events)
         self.store._drop_locks(self.version_id)
         return self.store.open_version(self.version_id)
+
+    def _finished(self) -> bool:
+        """Published, ``latest`` moved for it, and both pointers still sound."""
+        try:
+            events = self.store._root.read_json(
+                version_document(self.version_id, "events.json")) or {}
+        except ValueError:
+            return False
+        return (self.published and "published_at" in events
+                and self.store._pointers_sound(self.manifest.corpus))
 
     def _committed_markers(self) -> dict[int, dict]:
         pending = self.pending_shards()

@@ -345,6 +345,9 @@ class LabelStore:
                 if not self._pointer_sound(path):
                     self._root.write_json(path, {"version": version_id})
 
+    def _pointers_sound(self, corpus: str) -> bool:
+        return all(self._pointer_sound(path) for path in (latest_path(corpus), latest_path()))
+
     def _pointer_sound(self, path: str) -> bool:
         try:
             pointer = self._root.read_json(path)

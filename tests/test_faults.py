@@ -106,6 +106,7 @@ def test_a_read_only_store_is_a_clear_error_and_still_verifies(inputs, tmp_path,
     _read_only(store, mounts)
     assert main(["labels", "verify", version, "--store", str(store), "--quiet"]) == 0
     assert main(["labels", "list", "--store", str(store)]) == 0
+    assert main(_relabel_args(inputs, store)) == 0  # already published: nothing to write
     out = tmp_path / "student.pt"
     assert main(["train", "student", "--store", str(store), "--steps", "1", "--out", str(out),
                  *TINY_TRAIN_FLAGS]) == 0

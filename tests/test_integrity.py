@@ -214,3 +214,25 @@ def test_verify_names_and_training_refuses_every_damage(pristine, tmp_path, caps
     lines = [line for line in err.splitlines() if line.startswith("mlb train: error:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+def test_a_version_from_before_document_digests_verifies_and_says_so(pristine, tmp_path,
+                                                                     capsys):
+    # The previous release wrote version.json exactly like this: the same document without
+    # "documents" (storage.layout.document_bytes). Such stores must keep verifying.
+    from storage.layout import document_bytes
+
+    copy, version_id = _damaged_copy(pristine, tmp_path, ("pointer", "flip"))
+    shutil.copy(pristine[0] / "latest.json", copy / "latest.json")  # undo: only the format
+    path = copy / "versions" / version_id / "version.json"
+    document = json.loads(path.read_text())
+    del document["documents"]
+    path.write_bytes(document_bytes(document))
+    capsys.readouterr()
+    assert main(["labels", "verify", version_id, "--store", str(copy), "--quiet"]) == 0
+    assert "written before document digests were recorded" in capsys.readouterr().out
+    # Its documents are still checked against each other.
+    _edit_json(copy / "versions" / version_id / "draft.json",
+               lambda d: d["metadata"]["teacher"].update(path="/elsewhere.pt"))
+    assert main(["labels", "verify", version_id, "--store", str(copy), "--quiet"]) == 1
+    assert "draft.json" in capsys.readouterr().err
