@@ -35,6 +35,7 @@ from storage.layout import (
     version_document,
 )
 from storage.manifest import Manifest
+from storage.shards import CHUNK_BYTES
 
 # Keys publish adds to the draft document to make version.json.
 PUBLISHED_KEYS = ("counts", "quarantined", "shard_checksums", "documents")
@@ -66,6 +67,25 @@ def document_digests(root: StoreRoot, version_id: str, shard_count: int,
                                     "missing; cannot publish")
         digests[relative] = sha256_tag(data)
     return digests
+
+
+def missing_chunks(root: StoreRoot, version_id: str, shard: int, marker: dict) -> list[str]:
+    """Paths of the shard's chunk files that do not exist (zarr would read them as zeros).
+
+    Called only once a checksum has failed, to name the file: one listing per kind.
+    """
+    try:
+        total = sum(s["height"] * s["width"] for s in marker["samples"])
+        kinds = list(marker["kinds"])
+    except (KeyError, TypeError):
+        return []
+    count = -(-total // CHUNK_BYTES)
+    missing = []
+    for kind in kinds:
+        folder = f"{shard_dir(version_id, shard)}/{kind}/c"
+        present = set(root.list_names(folder))
+        missing += [root.path(f"{folder}/{i}") for i in range(count) if str(i) not in present]
+    return missing
 
 
 @dataclass

@@ -46,7 +46,7 @@ from functools import cached_property
 
 from storage.draft import DraftVersion, Progress, now_iso
 from storage.errors import LabelStoreError, VersionNotFound
-from storage.integrity import VersionIdOf, check_metadata
+from storage.integrity import VersionIdOf, check_metadata, missing_chunks
 from storage.layout import (
     SCHEMA_VERSION,
     StoreRoot,
@@ -272,7 +272,9 @@ class LabelStore:
         if published and marker.get("checksum") != expected:
             return f"{where}: commit marker says {marker.get('checksum')}, version.json {expected}"
         store = self._root.zarr_store(shard_dir(version_id, shard), read_only=True)
-        return check_shard(store, marker, consolidated=published is not None, where=where)
+        problem = check_shard(store, marker, consolidated=published is not None, where=where)
+        missing = [] if problem is None else missing_chunks(self._root, version_id, shard, marker)
+        return problem if not missing else f"{problem}; missing chunk files: {', '.join(missing)}"
 
     def _was_published(self, version_id: str) -> bool:
         try:

@@ -15,7 +15,7 @@ from functools import cached_property
 import zarr
 
 from storage.errors import DamagedShard, DamagedVersion, IncompleteVersion, VersionNotFound
-from storage.integrity import check_metadata
+from storage.integrity import check_metadata, missing_chunks
 from storage.layout import StoreRoot, shard_dir, version_document
 from storage.manifest import Manifest, ManifestEntry
 from storage.shards import TEACHER_KIND, SampleLabels, check_shard, open_arrays, read_slice
@@ -167,6 +167,10 @@ class LabelVersion:
         # descriptor or a flipped byte is refused here, never trained on.
         problem = check_shard(store, marker, consolidated=True, where=where)
         if problem is not None:
+            missing = missing_chunks(self._root, self.version_id, shard, marker)
+            if missing:
+                problem += f"; chunk file {missing[0]} is missing" + (
+                    f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             raise DamagedShard(f"{problem}; refusing to read it (run `mlb labels verify "
                                f"{self.version_id}`, then relabel the version)")
         return _OpenShard(index, arrays)

@@ -94,7 +94,7 @@ CASES = {
                              "shard 0"),
     ("data chunk", "edit"): (lambda v, s: _edit_chunk(v), "shard 0"),
     ("data chunk", "delete"): (lambda v, s: (v / "shards/00001/blended_alpha/c/0").unlink(),
-                               "shard 1"),
+                               "shards/00001/blended_alpha/c/0"),
     ("data chunk", "swap"): (lambda v, s: _swap_files(v / "shards/00000/blended_alpha/c/0",
                                                       v / "shards/00000/blended_boundary/c/0"),
                              "shard 0"),
