@@ -14,7 +14,9 @@ A store is a folder (local path or any fsspec URL) laid out as::
             zarr.json                    consolidated at publish
             blended_alpha/ ...           1-D uint8 arrays: the shard's samples, concatenated
         commits/<k>.json                 shard k's commit marker: index + checksum (written last)
-        version.json                     written by publish: the version is complete
+        version.json                     written by publish: the version is complete (adds
+                                         counts, quarantine, shard checksums and the sha256
+                                         of every document above: storage.integrity)
         events.json                      wall-clock times; the only file that differs between
                                          a resumed and an uninterrupted run
 

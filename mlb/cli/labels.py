@@ -6,9 +6,11 @@
     mlb labels preview latest --store labels/ --out preview.png --count 8
     mlb labels score latest --store labels/ --alphas corpus/alphas [--json score.json]
 
-``verify`` recomputes every shard's checksum from the stored bytes and exits 1 naming each
-damaged shard. ``score`` compares the cached labels (and the coarse masks they replace) with
-true alpha where the user has some (``mlb.labelscore``).
+``verify`` recomputes every shard's checksum from the stored bytes, checks every document
+and array descriptor and recomputes the version id (``storage.integrity``, ``mlb.labelid``),
+and exits 1 naming each damaged file. ``list``, ``show`` and ``verify`` never create a store:
+a mistyped path is an error. ``score`` compares the cached labels (and the coarse masks they
+replace) with true alpha where the user has some (``mlb.labelscore``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _version_arguments(show)
     show.set_defaults(func=run_show)
 
-    verify = actions.add_parser("verify", help="recompute every shard's checksum")
+    verify = actions.add_parser(
+        "verify", help="check every byte, document and descriptor of a version, and its id")
     _version_arguments(verify)
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(func=run_verify)
