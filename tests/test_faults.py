@@ -140,6 +140,44 @@ def test_a_full_disk_is_a_clear_error_and_a_rerun_completes(inputs, tmp_path, mo
     _assert_complete(store, capsys)
 
 
+_FILL_BEFORE_LATEST = """
+import os, shutil, sys
+from storage.labelstore import LabelStore
+move = LabelStore._move_latest
+def fill_then_move(self, *args, **kwargs):
+    filler = os.environ["FILLER"]
+    with open(filler, "wb") as handle:  # the disk fills up just before `latest` moves
+        handle.write(b"\\0" * shutil.disk_usage(os.path.dirname(filler)).free)
+    return move(self, *args, **kwargs)
+LabelStore._move_latest = fill_then_move
+from mlb.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_while_moving_latest_leaves_no_partial_pointer(inputs, tmp_path, mounts,
+                                                                   capsys):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=3M", "tmpfs", str(disk))
+    mounts.append(disk)
+    store, filler = disk / "store", disk / "filler"
+    full = subprocess.run([sys.executable, "-c", _FILL_BEFORE_LATEST,
+                           *_relabel_args(inputs, store)], capture_output=True, text=True,
+                          env={**os.environ, "FILLER": str(filler)})
+    assert full.returncode == 2, full.stderr
+    line = _one_error(full.stderr, "relabel")
+    assert "latest.json" in line and "full" in line
+    assert list((store / "versions").glob("*/version.json"))  # published, pointers not moved
+    assert not list(store.rglob("*.partial"))
+
+    filler.unlink()
+    capsys.readouterr()
+    assert main([*_relabel_args(inputs, store), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["already_published"]
+    _assert_complete(store, capsys)
+
+
 # --------------------------------------------------------------------------- a killed publish
 
 
