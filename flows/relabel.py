@@ -41,7 +41,7 @@ from flows.runners import (
     with_retries,
 )
 from mlb.labels.preview import preview_version
-from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel_shards
+from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel_shards, with_scan_of
 from mlb.labels.request import RelabelPlan, RelabelRequest, RelabelSummary, ShardStats
 
 PREVIEW_ROWS = 4
@@ -90,7 +90,7 @@ def relabel(request: RelabelRequest, dask: DaskConfig = DaskConfig(),  # noqa: B
     started = time.perf_counter()
     stats = label_pending(request, plan, dask=dask, retry=retry, shards_per_task=shards_per_task)
     seconds = time.perf_counter() - started
-    summary = with_retries(publish, retry)(request, plan.version_id)
+    summary = with_scan_of(with_retries(publish, retry)(request, plan.version_id), plan)
     create_markdown_artifact(key="relabel-summary", markdown=summary_markdown(
         plan, summary, stats, seconds=seconds, dask=dask),
         description=f"label version {summary.version_id}")

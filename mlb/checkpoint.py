@@ -9,8 +9,12 @@ the training config, the label version it learned from, and its metrics.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
+import re
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,13 +73,48 @@ class Checkpoint:
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     """Write atomically (temp file + rename): a crash mid-save never leaves a torn file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One partial file per writer: two writers of one path (a job and a stale process of an
-    # earlier one) never interleave their bytes; the last complete rename wins.
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    torch.save(checkpoint.to_payload(), partial)
-    os.replace(partial, path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; a checkpoint path must name "
+                                "a file (e.g. runs/student.pt)")
+    # The partial's name is part of the bytes (torch names the archive after the file), so
+    # it is fixed: the same weights saved at the same path give the same sha256, which is
+    # part of every label version id made with them.
+    partial = path.with_name(path.name + ".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint.to_payload(), partial)
+        os.replace(partial, path)
+    except (OSError, RuntimeError) as error:
+        # torch reports a full disk as "enforce fail at inline_container.cc": name the file
+        # and the free space instead. The .partial is removed; ``path`` keeps its old bytes.
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        free = _free_bytes(path.parent)
+        full = getattr(error, "errno", None) == errno.ENOSPC or (
+            isinstance(error, RuntimeError) and free is not None and free < 2**20)
+        reason = ("no space left on the device" if full else
+                  "the write failed" if isinstance(error, RuntimeError) else _first_line(error))
+        raise OSError(errno.ENOSPC if full else getattr(error, "errno", None) or errno.EIO,
+                      f"cannot save checkpoint {path}: {reason} ({_free_text(path.parent)}); "
+                      "free space or choose another --out, then rerun with --resume") from None
     return path
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _free_text(folder: Path) -> str:
+    free = _free_bytes(folder)
+    return ("free space unknown" if free is None
+            else f"{free / 2**20:.1f} MiB free on the disk holding {folder}")
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -86,12 +125,19 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        # weights_only refuses any object that would need code to rebuild.
+        # PyTorch's message suggests loading the file unsafely; only the facts are kept.
+        text = str(error)
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if unsafe is None:  # not an object that runs code: random bytes, a broken pickle
+            detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0]
+            raise CheckpointError(f"{path} is damaged or not a checkpoint (its pickle cannot "
+                                  f"be read: {detail[:200]})") from error
         raise CheckpointError(
-            f"{path} is not a safe mlb checkpoint (it holds objects that would run code): "
-            f"{str(error).splitlines()[0]}"
+            f"{path} is refused: it is not a safe mlb checkpoint (it holds {unsafe.group(1)}, "
+            "an object that would run code when loaded); mlb never loads such files"
         ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError,
+            TypeError, IndexError, AttributeError) as error:  # text or other non-checkpoints
         raise CheckpointError(f"{path} is damaged or not a checkpoint: {error}") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__

@@ -7,6 +7,7 @@ labels for it as immutable, content-addressed versions (design in its module doc
 from storage.draft import DraftVersion
 from storage.errors import (
     DamagedShard,
+    DamagedVersion,
     IncompleteVersion,
     LabelStoreError,
     VersionLocked,
@@ -26,6 +27,7 @@ from storage.version import LabelVersion
 
 __all__ = [
     "DamagedShard",
+    "DamagedVersion",
     "DraftVersion",
     "FileMismatch",
     "IncompleteVersion",

@@ -22,10 +22,12 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from storage.errors import DamagedShard, IncompleteVersion
+from storage.integrity import document_digests
 from storage.layout import (
     StoreRoot,
     commit_path,
     committed_shards,
+    local_write_error,
     shard_dir,
     shard_name,
     version_document,
@@ -59,6 +61,10 @@ class DraftHost(Protocol):
              ) -> AbstractContextManager[object]: ...
 
     def move_latest(self, version_id: str, corpus: str) -> None: ...
+
+    def repair_pointers(self, version_id: str, corpus: str, *, moved: bool) -> None: ...
+
+    def pointers_sound(self, corpus: str) -> bool: ...
 
     def drop_locks(self, version_id: str) -> None: ...
 
@@ -124,7 +130,11 @@ class DraftVersion:
                 return False
             root.remove_tree(shard_dir(self.version_id, shard))  # a killed writer's leftovers
             store = root.zarr_store(shard_dir(self.version_id, shard), read_only=False)
-            write_shard_arrays(store, ordered, self.kinds)
+            try:
+                write_shard_arrays(store, ordered, self.kinds)
+            except OSError as error:  # full, read-only: no marker, so the shard stays pending
+                raise local_write_error(root.path(shard_dir(self.version_id, shard)),
+                                        error) from None
             marker = commit_marker(shard, self.kinds, ordered, ordered_quarantine)
             root.write_json(commit_path(self.version_id, shard), marker)  # last: commits
         return True
@@ -137,22 +147,43 @@ class DraftVersion:
         does nothing and returns it.
         """
         root = self.store.root
+        if self._finished():  # nothing to write: also works on a read-only store
+            return self.store.open_version(self.version_id)
         with self.store.lock(self.version_id):
             if not self.published:
                 markers = self._committed_markers()
                 self._check_stored(markers, progress)
                 for shard in range(self.shard_count):
-                    consolidate(root.zarr_store(shard_dir(self.version_id, shard),
-                                                read_only=False))
+                    try:
+                        consolidate(root.zarr_store(shard_dir(self.version_id, shard),
+                                                    read_only=False))
+                    except OSError as error:  # rewritten whole by the rerun's publish
+                        raise local_write_error(root.path(shard_dir(self.version_id, shard)),
+                                                error) from None
+                documents = document_digests(root, self.version_id, self.shard_count,
+                                             list(self.kinds))
                 root.write_json(version_document(self.version_id, "version.json"),
-                                self._version_document(markers))
+                                {**self._version_document(markers), "documents": documents})
             events = root.read_json(version_document(self.version_id, "events.json")) or {}
-            if "published_at" not in events:  # also completes a publish killed before this
-                self.store.move_latest(self.version_id, self.manifest.corpus)
+            # Also completes a publish killed (or out of disk space) before ``latest`` moved,
+            # and repairs a pointer left missing or unreadable since.
+            self.store.repair_pointers(self.version_id, self.manifest.corpus,
+                                        moved="published_at" in events)
+            if "published_at" not in events:
                 events["published_at"] = now_iso()
                 root.write_json(version_document(self.version_id, "events.json"), events)
         self.store.drop_locks(self.version_id)
         return self.store.open_version(self.version_id)
+
+    def _finished(self) -> bool:
+        """Published, ``latest`` moved for it, and both pointers still sound."""
+        try:
+            events = self.store.root.read_json(
+                version_document(self.version_id, "events.json")) or {}
+        except ValueError:
+            return False
+        return (self.published and "published_at" in events
+                and self.store.pointers_sound(self.manifest.corpus))
 
     def _committed_markers(self) -> dict[int, dict[str, Any]]:
         pending = self.pending_shards()

@@ -21,5 +21,9 @@ class DamagedShard(LabelStoreError):
     """A shard's stored bytes no longer match its checksum, or cannot be decoded at all."""
 
 
+class DamagedVersion(LabelStoreError):
+    """A published version's documents or descriptors no longer agree with what was written."""
+
+
 class VersionNotFound(FileNotFoundError):
     """No version (or ``latest`` pointer) of that name exists in the store."""

@@ -46,7 +46,8 @@ from functools import cached_property
 from typing import Any
 
 from storage.draft import DraftVersion, Progress, now_iso
-from storage.errors import VersionNotFound
+from storage.errors import LabelStoreError, VersionNotFound
+from storage.integrity import VersionIdOf, check_metadata, missing_chunks
 from storage.layout import (
     SCHEMA_VERSION,
     StoreRoot,
@@ -57,6 +58,7 @@ from storage.layout import (
     lock_path,
     shard_dir,
     shard_name,
+    version_dir,
     version_document,
 )
 from storage.locking import file_lock
@@ -68,6 +70,7 @@ ID_LENGTH = 16  # hex digits of the sha256 kept in a version id: 64 bits, collis
 _VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 DEFAULT_SHARD_SIZE = 64
+VERSION_PROBLEMS = -1  # key of the version's own problems (documents, id) in VerifyReport
 DEFAULT_LOCK_TIMEOUT_S = 600.0  # a shard write or a publish may take minutes on big images
 
 
@@ -115,6 +118,7 @@ class VerifyReport:
     damaged_shards: list[int]
     problems: dict[int, str]
     pending_shards: list[int]
+    notes: list[str] = field(default_factory=list)  # facts that are not damage
 
 
 class LabelStore:
@@ -192,7 +196,13 @@ class LabelStore:
     def latest(self, *, corpus: str | None = None) -> str | None:
         """The last version published in the store (or for ``corpus``), None if none."""
         pointer = self.root.read_json(latest_path(corpus))
-        return None if pointer is None else pointer["version"]
+        if pointer is None:
+            return None
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
+            raise LabelStoreError(f"{self.root.path(latest_path(corpus))} is damaged (expected "
+                                  '{"version": ID}); rerun the relabel that published the '
+                                  "version you want (it repairs the pointer)")
+        return pointer["version"]
 
     def open_version(self, version_id: str) -> LabelVersion:
         """A published version by id, or ``"latest"``; VersionNotFound / IncompleteVersion."""
@@ -201,17 +211,43 @@ class LabelStore:
         version.document  # noqa: B018 (raises now if missing or unpublished)
         return version
 
-    def verify(self, version_id: str, *, progress: Progress | None = None) -> VerifyReport:
-        """Recompute every committed shard's checksum from its stored bytes; never raises on
-        damage (undecodable chunks, missing files and altered markers are reported)."""
+    def verify(self, version_id: str, *, progress: Progress | None = None,
+               version_id_of: VersionIdOf | None = None) -> VerifyReport:
+        """Check everything a version is and recompute every committed shard's checksum from
+        its stored bytes; never raises on damage (each problem names its file).
+
+        For a published version, every document and array descriptor is checked too
+        (``storage.integrity``), and ``version_id_of(document, manifest)`` (if given)
+        recomputes the version id from the stored settings; those problems are listed under
+        shard -1 ("the version") in ``problems``.
+        """
         version_id = self._resolve(version_id)
-        published = self.root.read_json(version_document(version_id, "version.json"))
-        draft = published or self.root.read_json(version_document(version_id, "draft.json"))
+        try:
+            published = self.root.read_json(version_document(version_id, "version.json"))
+            draft = published or self.root.read_json(version_document(version_id, "draft.json"))
+        except ValueError as error:
+            return VerifyReport(version_id, ok=False, published=True, checked_shards=0,
+                                damaged_shards=[VERSION_PROBLEMS], pending_shards=[],
+                                problems={VERSION_PROBLEMS: str(error)})
         if draft is None:
             raise VersionNotFound(f"no label version {version_id!r} in {self.url}")
+        problems, notes = {}, []
+        if published is None and self._was_published(version_id):
+            missing = self.root.path(version_document(version_id, "version.json"))
+            problems[VERSION_PROBLEMS] = (f"{missing} is missing, but the version was "
+                                          "published (events.json or a latest pointer says so)")
+        if published is not None:
+            check = check_metadata(self.root, version_id, published,
+                                   version_id_of=version_id_of)
+            notes = check.notes
+            if check.problems:
+                problems[VERSION_PROBLEMS] = "; ".join(check.problems)
+        try:
+            shard_count = int(draft["shard_count"])
+        except (KeyError, TypeError, ValueError):
+            shard_count = 0
         committed = set(committed_shards(self.root, version_id))
-        shards = range(draft["shard_count"]) if published else sorted(committed)
-        problems = {}
+        shards = range(shard_count) if published else sorted(committed)
         for shard in (progress or iter)(shards):
             problem = self._check_stored_shard(version_id, shard, published)
             if problem is not None:
@@ -219,7 +255,8 @@ class LabelStore:
         return VerifyReport(version_id, ok=not problems, published=published is not None,
                             checked_shards=len(shards), damaged_shards=sorted(problems),
                             problems=problems,
-                            pending_shards=sorted(set(range(draft["shard_count"])) - committed))
+                            pending_shards=sorted(set(range(shard_count)) - committed),
+                            notes=notes)
 
     def _check_stored_shard(self, version_id: str, shard: int, published: dict[str, Any] | None
                             ) -> str | None:
@@ -231,11 +268,24 @@ class LabelStore:
             return f"{where}: commit marker unreadable: {error}"
         if marker is None:
             return f"{where}: commit marker missing"
-        expected = published and published["shard_checksums"].get(shard_name(shard))
+        try:
+            expected = published and published["shard_checksums"].get(shard_name(shard))
+        except (KeyError, TypeError, AttributeError):
+            return f"{where}: version.json has no usable shard_checksums"
         if published and marker.get("checksum") != expected:
             return f"{where}: commit marker says {marker.get('checksum')}, version.json {expected}"
         store = self.root.zarr_store(shard_dir(version_id, shard), read_only=True)
-        return check_shard(store, marker, consolidated=published is not None, where=where)
+        problem = check_shard(store, marker, consolidated=published is not None, where=where)
+        missing = [] if problem is None else missing_chunks(self.root, version_id, shard, marker)
+        return problem if not missing else f"{problem}; missing chunk files: {', '.join(missing)}"
+
+    def _was_published(self, version_id: str) -> bool:
+        try:
+            events = self.root.read_json(version_document(version_id, "events.json")) or {}
+            pointers = [self.root.read_json(latest_path())]
+        except ValueError:
+            return False
+        return "published_at" in events or {"version": version_id} in pointers
 
     def _resolve(self, version_id: str) -> str:
         if version_id != "latest":
@@ -244,6 +294,16 @@ class LabelStore:
         latest = self.latest()
         if latest is None:
             raise VersionNotFound(f"no version has been published in {self.url} yet")
+        try:
+            _check_version_id(latest)
+        except ValueError:
+            raise LabelStoreError(f"{self.root.path(latest_path())} names {latest!r}, not a "
+                                  "version of this store; rerun the relabel that published "
+                                  "the version you want (it repairs the pointer)") from None
+        if not self.root.exists(version_dir(latest)):
+            raise VersionNotFound(f"{self.root.path(latest_path())} names version {latest}, "
+                                  "which is not in the store; rerun the relabel that published "
+                                  "the version you want (it repairs the pointer)")
         return latest
 
     def _info(self, version_id: str) -> VersionInfo | None:
@@ -278,6 +338,30 @@ class LabelStore:
         with self._pointer_lock():
             self.root.write_json(latest_path(corpus), {"version": version_id})
             self.root.write_json(latest_path(), {"version": version_id})
+
+    def repair_pointers(self, version_id: str, corpus: str, *, moved: bool) -> None:
+        """Move the pointers to ``version_id`` unless they were moved for it already; then
+        only a pointer that is missing, unreadable or names no published version is rewritten
+        (a later version's pointer is left alone)."""
+        if not moved:
+            self.move_latest(version_id, corpus)
+            return
+        with self._pointer_lock():
+            for path in (latest_path(corpus), latest_path()):
+                if not self._pointer_sound(path):
+                    self.root.write_json(path, {"version": version_id})
+
+    def pointers_sound(self, corpus: str) -> bool:
+        return all(self._pointer_sound(path) for path in (latest_path(corpus), latest_path()))
+
+    def _pointer_sound(self, path: str) -> bool:
+        try:
+            pointer = self.root.read_json(path)
+            named = pointer["version"]
+            _check_version_id(named)
+        except (ValueError, TypeError, KeyError):
+            return False
+        return self.root.exists(version_document(named, "version.json"))
 
     def _pointer_lock(self) -> contextlib.AbstractContextManager[object]:
         if not self.root.local:

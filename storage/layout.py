@@ -14,7 +14,9 @@ A store is a folder (local path or any fsspec URL) laid out as::
             zarr.json                    consolidated at publish
             blended_alpha/ ...           1-D uint8 arrays: the shard's samples, concatenated
         commits/<k>.json                 shard k's commit marker: index + checksum (written last)
-        version.json                     written by publish: the version is complete
+        version.json                     written by publish: the version is complete (adds
+                                         counts, quarantine, shard checksums and the sha256
+                                         of every document above: storage.integrity)
         events.json                      wall-clock times; the only file that differs between
                                          a resumed and an uninterrupted run
 
@@ -76,6 +78,11 @@ def committed_shards(root: StoreRoot, version_id: str) -> list[int]:
                   if name.endswith(".json") and name[: -len(".json")].isdigit())
 
 
+def version_dir(version_id: str) -> str:
+    """The folder of one version (its documents, shards and commit markers)."""
+    return f"versions/{version_id}"
+
+
 def version_document(version_id: str, name: str) -> str:
     """Path of ``draft.json``, ``manifest.json``, ``version.json`` or ``events.json``."""
     return f"versions/{version_id}/{name}"
@@ -90,6 +97,35 @@ def lock_path(version_id: str, shard: int | None = None) -> str:
     return f"locks/{version_id}/{name}"
 
 
+def check_store_url(url: str | os.PathLike[str]) -> None:
+    """ValueError for a store location that cannot be meant (an empty string would be the
+    current directory)."""
+    if not isinstance(url, str | os.PathLike) or not os.fspath(url).strip():
+        raise ValueError(f"a label store needs a folder or fsspec URL, got {url!r}")
+
+
+def local_write_error(path: str, error: OSError) -> OSError:
+    """``error`` (from writing ``path`` on a local disk) as an error that says what to do."""
+    import errno
+
+    remedy = {
+        errno.ENOSPC: "the file system is full: free space (or use a store on another disk) "
+                      "and rerun; what was written is kept and resumed",
+        errno.EDQUOT: "the disk quota is exceeded: free space and rerun; what was written is "
+                      "kept and resumed",
+        errno.EROFS: "the file system is read-only: use a writable --store (a read-only store "
+                     "can still be listed, verified and trained from)",
+        errno.EACCES: "permission denied: make the store writable for this user or use "
+                      "another --store",
+        errno.EPERM: "operation not permitted: make the store writable for this user or use "
+                     "another --store",
+        errno.EEXIST: "a file is in the way where a folder is needed: give --store a folder",
+        errno.ENOTDIR: "a file is in the way where a folder is needed: give --store a folder",
+    }.get(error.errno or 0, "check the store's file system and rerun")
+    wrapped = OSError(error.errno, f"cannot write {path}: {error.strerror or error}; {remedy}")
+    return wrapped
+
+
 class StoreRoot:
     """The file system and root folder of one store, addressed by '/'-separated relative paths.
 
@@ -99,13 +135,20 @@ class StoreRoot:
 
     def __init__(self, url: str | os.PathLike[str], *,
                  storage_options: dict[str, Any] | None = None) -> None:
+        check_store_url(url)
         self.url = os.fspath(url)
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
         self.root = self.root.rstrip("/") or "/"
         self.local = isinstance(self.fs, LocalFileSystem)
         if self.local:
-            os.makedirs(self.root, exist_ok=True)
+            if os.path.exists(self.root) and not os.path.isdir(self.root):
+                raise FileExistsError(f"label store {self.root} is a file, not a folder: give "
+                                      "--store a folder (new or existing)")
+            try:
+                os.makedirs(self.root, exist_ok=True)
+            except OSError as error:
+                raise local_write_error(self.root, error) from None
 
     def path(self, relative: str) -> str:
         return f"{self.root.rstrip('/')}/{relative}"
@@ -139,13 +182,20 @@ class StoreRoot:
         if not self.local:
             self.fs.pipe_file(target, data)
             return
-        os.makedirs(os.path.dirname(target), exist_ok=True)
         partial = target + ".partial"
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(partial, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, target)
+        except OSError as error:
+            # Only the .partial can be incomplete, and it is never read: the target keeps
+            # its old bytes (or stays missing) and the next writer replaces the leftover.
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            raise local_write_error(target, error) from None
 
     def list_names(self, relative: str) -> list[str]:
         """Names directly inside a folder (sorted; empty when the folder does not exist)."""

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from storage.errors import VersionLocked
+from storage.layout import local_write_error
 
 _POLL_S = (0.02, 0.5)  # first and longest wait between attempts
 
@@ -33,25 +34,37 @@ def file_lock(path: str, *, what: str, timeout_s: float) -> Iterator[None]:
     Waits up to ``timeout_s`` seconds for another holder, then raises ``VersionLocked``
     naming ``what`` (e.g. "shard 3 of version v-1234") and the holder.
     """
-    with _open_lock_file(path) as handle:
+    handle = _open_lock_file(path)
+    try:
         _acquire(handle, what=what, timeout_s=timeout_s)
         try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(_holder_line() + "\n")
-            handle.flush()
+            # The holder line only helps a waiting writer name us; a full or read-only disk
+            # must fail on the writes that matter, with their own path, not here.
+            with contextlib.suppress(OSError):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(_holder_line() + "\n")
+                handle.flush()
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    finally:
+        # Closing flushes a holder line a full disk refused: that must not replace the
+        # error (if any) of the body.
+        with contextlib.suppress(OSError):
+            handle.close()
 
 
 def _open_lock_file(path: str) -> TextIO:
     # A publish removes its version's lock folder (storage.labelstore): a late writer may see
     # it vanish between creating and opening, and simply creates it again.
     for _ in range(100):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            return open(path, "a+")
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                return open(path, "a+")
+        except OSError as error:
+            raise local_write_error(path, error) from None
     raise FileNotFoundError(f"cannot create lock file {path}: its folder keeps disappearing")
 
 

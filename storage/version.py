@@ -15,10 +15,11 @@ from typing import Any
 
 import zarr
 
-from storage.errors import DamagedShard, IncompleteVersion, VersionNotFound
-from storage.layout import StoreRoot, commit_path, shard_dir, shard_name, version_document
+from storage.errors import DamagedShard, DamagedVersion, IncompleteVersion, VersionNotFound
+from storage.integrity import check_metadata, missing_chunks
+from storage.layout import StoreRoot, shard_dir, version_document
 from storage.manifest import Manifest, ManifestEntry
-from storage.shards import TEACHER_KIND, SampleLabels, open_arrays, read_slice
+from storage.shards import TEACHER_KIND, SampleLabels, check_shard, open_arrays, read_slice
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class LabelVersion:
         self._url, self.version_id = url, version_id
         self._storage_options = dict(storage_options or {})
         self._shards: dict[int, _OpenShard] = {}
+        self._markers: dict[int, dict[str, Any]] = {}  # filled by ``document`` once checked
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -59,8 +61,12 @@ class LabelVersion:
 
     @cached_property
     def document(self) -> dict[str, Any]:
-        document = self._root.read_json(version_document(self.version_id, "version.json"))
+        try:
+            document = self._root.read_json(version_document(self.version_id, "version.json"))
+        except ValueError as error:
+            raise DamagedVersion(f"version {self.version_id}: {error}; run verify on it") from None
         if document is not None:
+            self._markers = self._checked_markers(document)
             return document
         if self._root.exists(version_document(self.version_id, "draft.json")):
             raise IncompleteVersion(f"version {self.version_id} in {self._url} is a draft that "
@@ -138,18 +144,36 @@ class LabelVersion:
             self._shards[shard] = self._load_shard(shard)
         return self._shards[shard]
 
+    def _checked_markers(self, document: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        # Every document and descriptor, once per process, before any label is served
+        # (small files only; the label bytes are checked per shard in _load_shard).
+        check = check_metadata(self._root, self.version_id, document)
+        if check.problems:
+            shown = "; ".join(check.problems[:3])
+            more = f" (and {len(check.problems) - 3} more)" if len(check.problems) > 3 else ""
+            raise DamagedVersion(f"version {self.version_id} in {self._url} is damaged: "
+                                 f"{shown}{more}; refusing to read it (run `mlb labels verify "
+                                 f"{self.version_id}` for every problem, then relabel it)")
+        return check.markers
+
     def _load_shard(self, shard: int) -> _OpenShard:
-        where = f"shard {shard} of version {self.version_id} in {self._url}"
-        try:
-            marker = self._root.read_json(commit_path(self.version_id, shard))
-        except ValueError as error:
-            raise DamagedShard(f"{where}: commit marker unreadable: {error}") from error
-        expected = self.document["shard_checksums"][shard_name(shard)]
-        if marker is None or marker.get("checksum") != expected:
-            raise DamagedShard(f"{where}: commit marker missing or altered (expected checksum "
-                               f"{expected}); run verify on the version")
+        folder = self._root.path(shard_dir(self.version_id, shard))
+        where = f"shard {shard} of version {self.version_id} ({folder})"
+        self.document  # noqa: B018 (checks the markers first)
+        marker = self._markers[shard]
         index = {s["sample_id"]: (s["offset"], s["height"], s["width"]) for s in marker["samples"]}
         store = self._root.zarr_store(shard_dir(self.version_id, shard), read_only=True)
         arrays = open_arrays(store, self.document["kinds"], consolidated=True, where=where)
+        # The shard's label bytes against its checksum, once per process before its first
+        # sample is served: a deleted chunk (zarr reads it back as zeros), an edited
+        # descriptor or a flipped byte is refused here, never trained on.
+        problem = check_shard(store, marker, consolidated=True, where=where)
+        if problem is not None:
+            missing = missing_chunks(self._root, self.version_id, shard, marker)
+            if missing:
+                problem += f"; chunk file {missing[0]} is missing" + (
+                    f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            raise DamagedShard(f"{problem}; refusing to read it (run `mlb labels verify "
+                               f"{self.version_id}`, then relabel the version)")
         return _OpenShard(index, arrays)
 

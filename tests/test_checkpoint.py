@@ -58,7 +58,7 @@ def _full_checkpoint() -> Checkpoint:
 def test_round_trip_keeps_every_field(tmp_path):
     original = _full_checkpoint()
     path = save_checkpoint(original, tmp_path / "sub" / "c.pt")
-    assert not list((tmp_path / "sub").glob("*.partial"))
+    assert not (tmp_path / "sub" / "c.pt.partial").exists()
     loaded = read_checkpoint(path)
     for name in ("model_config", "kind", "step", "train_config", "label_version", "metrics",
                  "history"):

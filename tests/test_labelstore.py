@@ -168,10 +168,10 @@ def test_a_read_touches_only_its_own_shard(tmp_path):
     draft = _draft(store, _manifest(12))
     written = _write_all(draft)
     version_id = draft.publish().version_id
-    for shard in (0, 2):  # if read scanned the version, it would trip over these holes
-        fs = fsspec.filesystem("file")
-        fs.rm(str(tmp_path / f"versions/{version_id}/shards/{shard:05d}"), recursive=True)
-        (tmp_path / f"versions/{version_id}/commits/{shard:05d}.json").unlink()
+    # Opening checks every (small) document; label bytes are read and checked per shard only.
+    for shard in (0, 2):  # if read scanned every shard's labels, it would trip over these holes
+        for chunk in (tmp_path / f"versions/{version_id}/shards/{shard:05d}").glob("*/c/*"):
+            chunk.unlink()
     version = store.open_version(version_id)
     for sample_id in ("s004", "s005", "s006", "s007"):
         _assert_same(version.read(sample_id), written[sample_id])
@@ -303,7 +303,7 @@ def test_verify_names_the_shard_with_a_flipped_byte(tmp_path):
     assert not report.ok and report.damaged_shards == [1] and report.checked_shards == 3
     assert "shard 1" in report.problems[1]
     version = store.open_version(version_id)
-    with pytest.raises(DamagedShard, match="s004"):
+    with pytest.raises(DamagedShard, match="shard 1 of version"):
         version.read("s004")
     _assert_same(version.read("s000"), written["s000"])  # other shards still read
 
@@ -312,7 +312,9 @@ def test_verify_names_the_shard_with_a_flipped_byte(tmp_path):
     document = json.loads(marker.read_text())
     document["samples"][1]["offset"] += 1
     marker.write_text(json.dumps(document))
-    assert store.verify("latest").damaged_shards == [0, 1, 2]
+    report = store.verify("latest")
+    assert report.damaged_shards == [-1, 0, 1, 2]  # -1: the version's documents
+    assert "commits/00000.json" in report.problems[-1]
 
 
 def test_publish_refuses_a_damaged_shard(tmp_path):

@@ -38,9 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, FileNotFoundError, ValueError) as error:
-        # Expected failures (bad paths, bad values) get one clear line, not a traceback.
-        message = str(error)
+    except (UsageError, ValueError, OSError) as error:
+        # Expected failures (bad paths, bad values, file-system faults) get one clear line,
+        # not a traceback.
+        from mlb.cli.errors import error_line
+
+        message = error_line(error)
         if "TORCHELASTIC_ERROR_FILE" in os.environ:  # one process of a torchrun job
             from mlb.train.distributed import record_failure
 

@@ -6,9 +6,12 @@
     mlb labels preview latest --store labels/ --out preview.png --count 8
     mlb labels score latest --store labels/ --alphas corpus/alphas [--json score.json]
 
-``verify`` recomputes every shard's checksum from the stored bytes and exits 1 naming each
-damaged shard. ``score`` compares the cached labels (and the coarse masks they replace) with
-true alpha where the user has some (``mlb.labels.score``).
+``verify`` recomputes every shard's checksum from the stored bytes, checks every document
+and array descriptor and recomputes the version id (``storage.integrity``,
+``mlb.labels.identity``),
+and exits 1 naming each damaged file. ``list``, ``show`` and ``verify`` never create a store:
+a mistyped path is an error. ``score`` compares the cached labels (and the coarse masks they
+replace) with true alpha where the user has some (``mlb.labels.score``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _version_arguments(show)
     show.set_defaults(func=run_show)
 
-    verify = actions.add_parser("verify", help="recompute every shard's checksum")
+    verify = actions.add_parser(
+        "verify", help="check every byte, document and descriptor of a version, and its id")
     _version_arguments(verify)
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(func=run_verify)
@@ -79,10 +83,15 @@ def _row(info: VersionInfo, latest: str | None) -> list[str]:
             metadata.teacher.weights or "-", metadata.lineage.parent_version or "-"]
 
 
-def run_list(args: argparse.Namespace) -> int:
-    from mlb.labels.store import LabelStore
+def _existing_store(path: str) -> LabelStore:
+    from mlb.labels.store import existing_store
 
-    store = LabelStore(args.store)
+    return existing_store(path)
+
+
+def run_list(args: argparse.Namespace) -> int:
+
+    store = _existing_store(args.store)
     infos, latest = store.versions(), store.latest()
     if args.json:
         print(json.dumps([{"version_id": i.version_id, "corpus": i.corpus,
@@ -119,29 +128,39 @@ def describe(store: LabelStore, version: str) -> dict:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from mlb.labels.store import LabelStore
 
-    print(json.dumps(describe(LabelStore(args.store), args.version), indent=1, sort_keys=True))
+    print(json.dumps(describe(_existing_store(args.store), args.version), indent=1,
+                     sort_keys=True))
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mlb.labels.store import LabelStore
 
     def progress(shards: object) -> object:
         return tqdm(shards, unit="shard", desc="verify", disable=True if args.quiet else None)
 
-    report = LabelStore(args.store).verify(args.version, progress=progress)
+    from mlb.labels.identity import version_id_of
+    from mlb.labels.store import VERSION_PROBLEMS
+
+    report = _existing_store(args.store).verify(args.version, progress=progress,
+                                              version_id_of=version_id_of)
     for shard in report.damaged_shards:
-        print(f"damaged shard {shard}: {report.problems[shard]}", file=sys.stderr)
+        what = "damaged version" if shard == VERSION_PROBLEMS else f"damaged shard {shard}"
+        print(f"{what}: {report.problems[shard]}", file=sys.stderr)
     state = "published" if report.published else f"draft, {len(report.pending_shards)} pending"
+    notes = "".join(f"; note: {note}" for note in report.notes)
     if report.ok:
-        print(f"{report.version_id}: ok, {report.checked_shards} shards verified ({state})")
+        checked = ("; every document, descriptor and the version id checked"
+                   if report.published else "")
+        print(f"{report.version_id}: ok, {report.checked_shards} shards verified "
+              f"({state}){checked}{notes}")
         return 0
-    print(f"{report.version_id}: {len(report.damaged_shards)} of {report.checked_shards} "
-          f"shards damaged: {', '.join(map(str, report.damaged_shards))}", file=sys.stderr)
+    shards = [shard for shard in report.damaged_shards if shard != VERSION_PROBLEMS]
+    documents = "its documents damaged; " if VERSION_PROBLEMS in report.problems else ""
+    print(f"{report.version_id}: {documents}{len(shards)} of {report.checked_shards} "
+          f"shards damaged: {', '.join(map(str, shards)) or '-'}{notes}", file=sys.stderr)
     return 1
 
 

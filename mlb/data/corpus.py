@@ -13,6 +13,7 @@ of the corpus is used. A sample is never silently paired with the wrong label.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -113,11 +114,31 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(files, key=lambda path: natural_sort_key(path.name))
 
 
+def _broken_links(folder: Path, kind: str) -> list[Quarantined]:
+    """Image-named symbolic links that lead nowhere (dangling or looping): reported as what
+    they are, instead of being skipped and their partner blamed."""
+    broken = []
+    for path in sorted(folder.iterdir(), key=lambda p: natural_sort_key(p.name)):
+        if (path.suffix.lower() in IMAGE_EXTENSIONS and path.is_symlink()
+                and not path.is_file()):
+            try:
+                path.resolve(strict=True)
+                why = "does not lead to a file"
+            except FileNotFoundError:
+                why = f"is dangling (its target {os.readlink(path)} does not exist)"
+            except (RuntimeError, OSError):
+                why = "loops (it leads back to itself)"
+            broken.append(Quarantined(path.stem, path, f"{kind} {path} is a symbolic link "
+                                                       f"that {why}"))
+    return broken
+
+
 def _index_by_stem(folder: Path, kind: str, problems: list[Quarantined]) -> dict[str, Path]:
     """stem -> file; stems held by several files are problems (which one is meant?)."""
     by_stem: dict[str, list[Path]] = {}
     for path in list_images(folder):
         by_stem.setdefault(path.stem, []).append(path)
+    problems.extend(_broken_links(folder, kind))
     unique = {}
     for stem, paths in by_stem.items():
         if len(paths) == 1:

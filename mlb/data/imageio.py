@@ -23,6 +23,7 @@ Conventions chosen here:
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,43 @@ _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 # A mask stored at another resolution must keep its image's aspect ratio: beyond this
 # relative difference it is more likely the wrong file (or an unrotated one) than a resize.
 MAX_ASPECT_ERROR = 0.02
+# Decoding limits: a file whose header claims more pixels (a decompression bomb, or a scan far
+# beyond any photo) or a more extreme shape (a 2 x 4000 strip would be scaled to 96 x 192000)
+# is a bad sample, refused from its header before any pixel is decoded. Override per process
+# with the environment variables MLB_MAX_PIXELS and MLB_MAX_ASPECT (inherited by DataLoader
+# and Dask workers); docs/datasets.md lists them.
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_ASPECT = 50.0
+
+
+def decode_limits() -> tuple[int, float]:
+    """(max pixels, max long/short side ratio) in force; ValueError naming a bad setting."""
+    limits = []
+    for name, default, kind in (("MLB_MAX_PIXELS", DEFAULT_MAX_PIXELS, int),
+                                ("MLB_MAX_ASPECT", DEFAULT_MAX_ASPECT, float)):
+        text = os.environ.get(name, "").strip()
+        try:
+            value = kind(text) if text else default
+        except ValueError:
+            value = 0
+        if value <= 0 or (kind is float and value < 1):
+            raise ValueError(f"{name}={text!r} is not usable: expected a positive "
+                             f"{'integer' if kind is int else 'number >= 1'}")
+        limits.append(value)
+    return limits[0], limits[1]
+
+
+def _check_limits(path: Path, width: int, height: int) -> None:
+    max_pixels, max_aspect = decode_limits()
+    if width * height > max_pixels:
+        raise BadSample(path, f"{width}x{height} = {width * height / 1e6:.0f} megapixels, "
+                              f"above the decoding limit of {max_pixels / 1e6:g} megapixels (a "
+                              "decompression bomb or a scan far beyond a photo; raise "
+                              "MLB_MAX_PIXELS if it is real)")
+    if width and height and max(width, height) / min(width, height) > max_aspect:
+        raise BadSample(path, f"{width}x{height} has an aspect ratio of "
+                              f"{max(width, height) / min(width, height):.0f}:1, above the "
+                              f"limit of {max_aspect:g}:1 (raise MLB_MAX_ASPECT if it is real)")
 
 
 class BadSample(ValueError):
@@ -85,8 +123,16 @@ def _open(path: str | Path) -> Image.Image:
     path = _readable(path)
     try:
         with Image.open(path) as opened:
+            _check_limits(path, *opened.size)  # from the header, before decoding
             opened.load()
-            image = ImageOps.exif_transpose(opened)
+            # In place: a copy is made only when the EXIF orientation needs a transpose
+            # (decoding memory is part of the bound docs/datasets.md states).
+            ImageOps.exif_transpose(opened, in_place=True)
+            image = opened
+    except BadSample:
+        raise
+    except Image.DecompressionBombError as error:  # PIL's own limit, met at open
+        raise BadSample(path, f"decompression bomb refused ({error})") from error
     except UnidentifiedImageError as error:
         raise BadSample(path, "not an image file PIL can decode") from error
     except (OSError, SyntaxError, ValueError) as error:
@@ -106,7 +152,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as opened:
             width, height = opened.size
+            _check_limits(path, width, height)
             orientation = opened.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    except BadSample:
+        raise
+    except Image.DecompressionBombError as error:
+        raise BadSample(path, f"decompression bomb refused ({error})") from error
     except UnidentifiedImageError as error:
         raise BadSample(path, "not an image file PIL can decode") from error
     except (OSError, SyntaxError, ValueError) as error:
@@ -137,7 +188,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise BadSample(path, "floating-point image: expected 8- or 16-bit integer pixels")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
-    return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return np.array(rgb, dtype=np.uint8)  # a writable copy
 
 
 def _gray_values(path: Path, image: Image.Image) -> tuple[np.ndarray, float]:

@@ -63,6 +63,8 @@ from typing import Any
 from mlb.checkpoint import Checkpoint, CheckpointError, read_checkpoint
 from mlb.data.corpus import find_segmentation_samples
 from mlb.device import resolve_device
+from mlb.labels.checks import check_corpus_identity, check_parent_version
+from mlb.labels.identity import id_settings
 from mlb.labels.metadata import (
     CorpusInfo,
     InferenceInfo,
@@ -95,10 +97,10 @@ from storage import (
 def version_inputs(request: RelabelRequest) -> dict[str, Any]:
     """The ``extra`` of the version's content id: settings that change the stored bytes."""
     config = request.config
-    return {"short_side": config.short_side, "weights": request.weights,
-            "store_teacher_alpha": config.store_teacher_alpha,
-            "batch_size": config.batch_size, "shard_size": config.shard_size,
-            "amp": config.amp}
+    return id_settings(short_side=config.short_side, weights=request.weights,
+                       store_teacher_alpha=config.store_teacher_alpha,
+                       batch_size=config.batch_size, shard_size=config.shard_size,
+                       amp=config.amp)
 
 
 def _version_id(request: RelabelRequest, manifest: Manifest, teacher_sha256: str) -> str:
@@ -135,6 +137,9 @@ def prepare_relabel(request: RelabelRequest) -> RelabelPlan:
     scan_quarantine = [QuarantinedSample(sample_id=q.sample_id, reason=q.reason, stage="scan",
                                          path=str(q.path)) for q in scan.quarantine]
     store = LabelStore(request.store)
+    check_parent_version(store, request.parent_version)
+    check_corpus_identity(store, manifest, images=request.images,
+                          named=request.corpus is not None)
     draft = _open_or_resume(store, version_id, request, manifest,
                             _metadata(request, checkpoint, sha, scan_quarantine))
     published = draft.published
@@ -236,18 +241,30 @@ def summarize(version: LabelVersion, *, store: str, **extra: Any) -> RelabelSumm
                           counts=counts, quarantined=scan + shard, **extra)
 
 
+def with_scan_of(summary: RelabelSummary, plan: RelabelPlan) -> RelabelSummary:
+    """``summary`` with the scan quarantine of THIS run's corpus scan.
+
+    Files the scan skips are not part of the version id, so a version can be shared by two
+    folders (or runs) that skipped different files; the version's recorded scan quarantine
+    belongs to the run that created it and would be reported to the wrong one.
+    """
+    shard = [record for record in summary.quarantined if record.stage == "shard"]
+    return summary.model_copy(update={
+        "quarantined": list(plan.quarantined) + shard,
+        "counts": {**summary.counts, "scan_quarantined": len(plan.quarantined)}})
+
+
 def relabel(request: RelabelRequest, *, progress: bool = True) -> RelabelSummary:
     """Prepare, label every pending shard and publish, in this process (``mlb relabel``)."""
     started = time.perf_counter()
     plan = prepare_relabel(request)
-    if plan.already_published:
-        version = LabelStore(request.store).open_version(plan.version_id)
-        return summarize(version, store=request.store, already_published=True,
-                         resumed_shards=plan.shard_count,
-                         seconds=round(time.perf_counter() - started, 3))
+    if plan.already_published:  # publish again: it repairs pointers a killed run left behind
+        summary = with_scan_of(publish_relabel(request, version_id=plan.version_id), plan)
+        return summary.model_copy(update={"resumed_shards": plan.shard_count,
+                                          "seconds": round(time.perf_counter() - started, 3)})
     stats = relabel_shards(request, version_id=plan.version_id, shards=plan.pending_shards,
                            progress=progress)
-    summary = publish_relabel(request, version_id=plan.version_id)
+    summary = with_scan_of(publish_relabel(request, version_id=plan.version_id), plan)
     return summary.model_copy(update={
         "resumed_shards": plan.shard_count - len(plan.pending_shards),
         "written_shards": len(stats.shards_written),

@@ -20,8 +20,11 @@ from storage import (
     VersionNotFound,
     file_sha256,
 )
+from storage.labelstore import VERSION_PROBLEMS
+from storage.layout import check_store_url
 
 __all__ = [
+    "VERSION_PROBLEMS",
     "CorpusChanged",
     "IncompleteVersion",
     "LabelStore",
@@ -31,6 +34,7 @@ __all__ = [
     "VersionInfo",
     "VersionNotFound",
     "check_file_hash",
+    "existing_store",
 ]
 
 
@@ -54,3 +58,14 @@ def check_file_hash(path: str | os.PathLike[str], expected_sha256: str, *, sampl
         raise CorpusChanged(f"{path} (sample {sample_id!r}) changed since label version "
                             f"{version_id} was made from it: sha256 {actual}, expected "
                             f"{expected_sha256}; {remedy}")
+
+
+def existing_store(path: str) -> LabelStore:
+    """The store at ``path`` for reading: a local path that does not exist is an error, not a
+    new empty store (a mistyped path must not be created)."""
+    check_store_url(path)
+    if "://" not in path and not os.path.isdir(path):
+        raise FileNotFoundError(f"no label store at {path}: "
+                                + ("it is a file, not a folder" if os.path.exists(path)
+                                   else "the folder does not exist (check the --store path)"))
+    return LabelStore(path)
