@@ -24,6 +24,7 @@ from mlb.bench.config import BenchSize
 from mlb.bench.ddc import bench_ddc
 from mlb.bench.gpu import bench_gpu
 from mlb.bench.memory import bench_memory
+from mlb.bench.networks import bench_networks
 from mlb.bench.relabel import bench_relabel
 from mlb.bench.report import BenchReport, BenchRow, machine_info, now_utc
 from mlb.bench.students import bench_students
@@ -52,6 +53,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("6", "relabel memory", lambda size, ws: bench_memory(size.memory, ws)),
     Family("7", "label-set loader", lambda size, ws: bench_loader(size.loader, ws)),
     Family("8", "GPU", lambda size, ws: bench_gpu(size.gpu, ws), needs_cuda=True),
+    Family("9", "any student network", lambda size, ws: bench_networks(size.networks, ws)),
 )
 _KEYS = tuple(family.key for family in FAMILIES)
 
