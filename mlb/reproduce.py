@@ -42,6 +42,7 @@ from mlb.evaluate import EvaluateRequest, evaluate_checkpoint
 from mlb.labelscore import score_label_version
 from mlb.losses import LossConfig
 from mlb.relabel import RelabelConfig, RelabelRequest, relabel
+from mlb.reproduce_networks import network_rows, train_network_rows
 from mlb.train import (
     DdcRequest,
     StudentRequest,
@@ -146,6 +147,9 @@ class ReproduceConfig(FrozenConfig):
     """torch intra-op threads for this process (None: torch's default, one per core). On a
     shared machine 1 is often faster: busy-waiting OpenMP threads thrash when the cores are
     oversubscribed (measured 4x slower training steps at 2 threads under load)."""
+    networks: tuple[str, ...] = ("modnet",)
+    """Other architectures trained teacher-style and as MLB students on the teacher's labels
+    (:mod:`mlb.reproduce_networks`; the paper's Table 6)."""
     ema_momentum: float = Field(0.99, gt=0, lt=1)
     """Per-step momentum. 0.999 suits the paper's 20K steps; a few hundred steps need less
     inertia for the EMA to move away from its initial weights at all."""
@@ -396,8 +400,9 @@ def _spread_table(header: str, rows: Mapping[str, str], columns: Mapping[str, st
     return lines
 
 
-def render_table(mean: Mapping, std: Mapping, *, seeds: int, short_side: int) -> str:
-    lines = _spread_table("model", ROWS, COLUMNS, mean, std)
+def render_table(mean: Mapping, std: Mapping, *, seeds: int, short_side: int,
+                 rows: Mapping[str, str] = ROWS) -> str:
+    lines = _spread_table("model", rows, COLUMNS, mean, std)
     lines.append("")
     lines.append(f"Mean ± standard deviation over {seeds} seed(s). Natural-domain validation "
                  f"images with true alpha, scored per image at the truth's resolution after "
@@ -438,7 +443,9 @@ def reproduce(config: ReproduceConfig, *, progress: bool = True) -> ReproduceRep
     _set_threads(config)
     root = Path(config.work)
     data = _corpora(config, root / "data")
-    bar = tqdm(total=len(config.seeds) * (len(ROWS) + 1), desc="reproduce",
+    rows = {**ROWS, **network_rows(config)}
+    bar = tqdm(total=len(config.seeds) * (len(ROWS) + 1 + len(config.networks)),
+               desc="reproduce",
                disable=not progress)
 
     def step(name: str) -> None:
@@ -450,18 +457,23 @@ def reproduce(config: ReproduceConfig, *, progress: bool = True) -> ReproduceRep
     for seed in config.seeds:
         out = root / f"seed-{seed}"
         models, versions = _seed_models(config, data, out, seed, step)
-        per_seed[str(seed)] = {row: _score(config, data, models[row]) for row in ROWS}
+        step("other networks")
+        # the labels of the MLB row's first round, in the seed's one label store
+        models.update(train_network_rows(config, data, out, seed, store=out / "labels",
+                                         labels=versions["mlb"][0]))
+        per_seed[str(seed)] = {row: _score(config, data, models[row]) for row in rows}
         labels[str(seed)] = _label_quality(config, data, out / "labels", models["teacher"],
                                            versions)
         step("evaluate")
     bar.close()
-    mean, std = _summarise(per_seed)
+    mean, std = _summarise(per_seed, tuple(rows))
     labels_mean, labels_std = _summarise(labels, tuple(LABEL_ROWS), LABEL_COLUMNS)
     gain, boundary_ok, met = _verdict(mean)
     report = ReproduceReport(
         config=config, per_seed=per_seed, mean=mean, std=std, whole_mse_gain=gain,
         boundary_ok=boundary_ok, target_met=met, seconds=time.perf_counter() - started,
-        table=render_table(mean, std, seeds=len(config.seeds), short_side=config.size),
+        table=render_table(mean, std, seeds=len(config.seeds), short_side=config.size,
+                           rows=rows),
         labels_per_seed=labels, labels_mean=labels_mean, labels_std=labels_std,
         labels_table=render_label_table(labels_mean, labels_std, seeds=len(config.seeds)),
     )
