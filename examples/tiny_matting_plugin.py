@@ -2,7 +2,8 @@
 
 ``build()`` returns any ``torch.nn.Module`` whose ``forward`` takes the image (padded to its
 ``stride``) in [0, 1]. This one returns only alpha, so ``mlb`` attaches its boundary head;
-``build_with_boundary`` returns ``(alpha, boundary_logit)`` itself.
+``build_with_boundary`` returns ``(alpha, boundary_logit)`` itself. Both carry
+``mlb_model_factory = True``, the mark a ``module:factory`` spec needs.
 """
 
 import torch
@@ -38,3 +39,8 @@ def build(pretrained_encoder: str | None = None) -> nn.Module:
 
 def build_with_boundary() -> nn.Module:
     return TinyMattingNet(boundary=True)
+
+
+# Marks the functions a 'module:factory' spec may name (a checkpoint stores the spec).
+build.mlb_model_factory = True
+build_with_boundary.mlb_model_factory = True

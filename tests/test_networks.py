@@ -126,18 +126,32 @@ class TestPlugins:
         ("no_such_module_xyz:build", "cannot load model plugin"),
         ("tiny_matting_plugin:missing", "cannot load model plugin"),
         ("tiny_matting_plugin:TinyMattingNet.stride", "is not callable"),
-        ("torch:zeros", "cannot be built|expected a torch.nn.Module"),
+        ("tiny_matting_plugin:TinyMattingNet", "not marked as an mlb model factory"),
+        ("os:abort", "not marked as an mlb model factory"),
         ("not a spec", "unknown model"),
     ])
     def test_bad_plugins_are_clear_errors(self, name, message):
         with pytest.raises(ValueError, match=message):
             build_model(name)
 
+    def test_a_tampered_checkpoint_cannot_call_an_unmarked_function(self, tmp_path):
+        from tiny_data import write_untrained_checkpoint
+
+        from mlb.checkpoint import CheckpointError
+
+        path = write_untrained_checkpoint(tmp_path / "net.pt", name="unet_r18_w05")
+        payload = torch.load(path, weights_only=True)
+        payload["model_config"]["name"] = "os:abort"
+        torch.save(payload, path)
+        with pytest.raises((ValueError, CheckpointError), match="not marked"):
+            load_model(path)
+
     def test_a_plugin_with_the_wrong_output_is_named(self, tmp_path, monkeypatch):
         (tmp_path / "bad_plugin_xyz.py").write_text(
             "import torch\nclass Net(torch.nn.Module):\n"
             "    def forward(self, x):\n        return x\n"
-            "def build():\n    return Net()\n")
+            "def build():\n    return Net()\n"
+            "build.mlb_model_factory = True\n")
         monkeypatch.syspath_prepend(str(tmp_path))
         with pytest.raises(ValueError, match=r"'bad_plugin_xyz:build'.*alpha must be"):
             build_model("bad_plugin_xyz:build")

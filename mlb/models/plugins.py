@@ -10,9 +10,12 @@ Entry point, in the plugin's ``pyproject.toml``::
     [project.entry-points."mlb.models"]
     my_net = "my_package.models:build_my_net"
 
-Checkpoints store the name (``my_net`` or ``my_package.models:build_my_net``); loading one
-imports that module again, so the plugin must be installed (or on ``PYTHONPATH``) wherever the
-checkpoint is loaded. Only the named module is imported: a checkpoint cannot carry code.
+A ``module:factory`` spec must name a factory marked ``mlb_model_factory = True`` (a plain
+function attribute; no import of ``mlb`` needed). Checkpoints store the name and are rebuilt
+from it, so without the mark a tampered checkpoint could name any zero-argument callable of
+an installed module (``os:abort``); entry points are exempt, being installed on purpose.
+Loading a plugin's checkpoint imports that module again, so the plugin must be installed (or
+on ``PYTHONPATH``) wherever the checkpoint is loaded; a checkpoint itself cannot carry code.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import nn
 from mlb.models.interface import PluginAdapter
 
 GROUP = "mlb.models"
+MARK = "mlb_model_factory"
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -60,6 +64,12 @@ def _factory(name: str) -> Callable[..., object]:
         raise ValueError(f"cannot load model plugin {name!r}: {error}") from error
     if not callable(target):
         raise ValueError(f"model plugin {name!r} is not callable ({type(target).__name__})")
+    if getattr(target, MARK, False) is not True:
+        raise ValueError(
+            f"model plugin {name!r} is not marked as an mlb model factory; set "
+            f"`{attribute.split('.')[-1]}.{MARK} = True` in its module (or register it as an "
+            f"entry point of the {GROUP!r} group)"
+        )
     return target
 
 
