@@ -146,6 +146,16 @@ class TestPlugins:
         with pytest.raises((ValueError, CheckpointError), match="not marked"):
             load_model(path)
 
+    def test_a_plugin_whose_forward_fails_is_named(self, tmp_path, monkeypatch):
+        (tmp_path / "broken_plugin_xyz.py").write_text(
+            "import torch\nclass Net(torch.nn.Module):\n"
+            "    def forward(self, x):\n        return x @ x\n"
+            "def build():\n    return Net()\n"
+            "build.mlb_model_factory = True\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        with pytest.raises(ValueError, match=r"'broken_plugin_xyz:build'.*forward fails"):
+            build_model("broken_plugin_xyz:build")
+
     def test_a_plugin_with_the_wrong_output_is_named(self, tmp_path, monkeypatch):
         (tmp_path / "bad_plugin_xyz.py").write_text(
             "import torch\nclass Net(torch.nn.Module):\n"
@@ -251,6 +261,8 @@ def test_readme_modnet_library_and_plugin_students(label_store, corpus, tmp_path
         checkpoint = read_checkpoint(out)
         assert checkpoint.kind == "student" and checkpoint.label_version == version_id
         assert checkpoint.model_config.name == model_flags[1]
+        if "--pretrained-encoder" in model_flags:  # recorded with the network it built
+            assert checkpoint.model_config.options.pretrained_encoder == model_flags[-1]
         scores = tmp_path / f"{run}.json"
         assert main(["evaluate", "--model", str(out), "--images", str(corpus.val_images),
                      "--alphas", str(corpus.val_alphas), "--json", str(scores),

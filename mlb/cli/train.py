@@ -162,7 +162,8 @@ def _shared(args: argparse.Namespace) -> dict:
     from mlb.losses import LossConfig
 
     loss = {} if args.boundary_weight is None else {"boundary_weight": args.boundary_weight}
-    model = {"name": args.model, "options": {"pretrained_encoder": args.pretrained_encoder}}
+    model = args.model if args.pretrained_encoder is None else {
+        "name": args.model, "options": {"pretrained_encoder": args.pretrained_encoder}}
     return {"model": model, "out": args.out, "train": train_config_from_args(args),
             "loss": LossConfig(**loss), "augment": augment_from_args(args)}
 

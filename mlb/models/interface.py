@@ -118,9 +118,14 @@ class PluginAdapter(nn.Module):
         was_training = self.network.training
         self.network.eval()
         probe = torch.rand(1, 3, _PROBE_SIZE, _PROBE_SIZE)
-        with torch.no_grad():
-            output = self.network(probe)
-        self.network.train(was_training)
+        try:
+            with torch.no_grad():
+                output = self.network(probe)
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise ValueError(f"{description}: forward fails on a {probe.shape} image in [0, 1]: "
+                             f"{error}") from error
+        finally:
+            self.network.train(was_training)
         if isinstance(output, Tensor):
             _check_map(output, description, "alpha")
             return True
