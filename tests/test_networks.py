@@ -149,7 +149,7 @@ class TestPlugins:
     def test_a_plugin_whose_forward_fails_is_named(self, tmp_path, monkeypatch):
         (tmp_path / "broken_plugin_xyz.py").write_text(
             "import torch\nclass Net(torch.nn.Module):\n"
-            "    def forward(self, x):\n        return x @ x\n"
+            "    def forward(self, x):\n        return x.view(7, -1)\n"
             "def build():\n    return Net()\n"
             "build.mlb_model_factory = True\n")
         monkeypatch.syspath_prepend(str(tmp_path))
