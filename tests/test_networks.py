@@ -237,6 +237,14 @@ def test_imagenet_comes_from_the_library_caches_when_offline(tmp_path, monkeypat
     library = build_model("unet_mobilenetv3", pretrained_encoder="imagenet")
     assert torch.equal(library.encoder.conv_stem.weight, mnv3.conv_stem.weight)
 
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    resnet = resnet18()
+    torch.save(resnet.state_dict(),
+               torch_home / "hub" / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name)
+    unet = build_model("unet_r18", pretrained_encoder="imagenet")
+    assert torch.equal(unet.encoder.conv1.weight, resnet.conv1.weight)
+
 
 @pytest.mark.slow
 def test_readme_modnet_library_and_plugin_students(label_store, corpus, tmp_path,  # noqa: F811
