@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from mlb.train import StudentRequest, TeacherRequest, train_student, train_teacher
+from mlb.data.augment import AugmentConfig
+from mlb.losses import LossConfig
+from mlb.train import StudentRequest, TeacherRequest, TrainConfig, train_student, train_teacher
 
 
 class _Config(Protocol):  # the fields of ReproduceConfig used here (no import cycle)
@@ -28,7 +30,13 @@ class _Config(Protocol):  # the fields of ReproduceConfig used here (no import c
     lr: float
     finetune_lr: float
 
-    def train(self, steps: int, seed: int, *, lr: float | None = None) -> object: ...
+    @property
+    def augment(self) -> AugmentConfig: ...
+
+    @property
+    def loss(self) -> LossConfig: ...
+
+    def train(self, steps: int, seed: int, *, lr: float | None = None) -> TrainConfig: ...
 
 
 def network_rows(config: _Config) -> dict[str, str]:
@@ -51,13 +59,13 @@ def train_network_rows(config: _Config, data: Mapping[str, Path], out: Path, see
             pretrain_masks=str(data["natural"] / "masks"), model=name, out=str(teacher),
             pretrain_steps=config.pretrain_steps, pretrain_lr=config.lr,
             train=config.train(config.teacher_steps, seed, lr=config.finetune_lr),
-            augment=config.augment, loss=config.loss,  # type: ignore[attr-defined]
+            augment=config.augment, loss=config.loss,
         ), resume=True, progress=False)
         student = out / f"{name}-mlb.pt"
         train_student(StudentRequest(
             store=str(store), labels=labels, model=name, out=str(student), init=str(teacher),
             train=config.train(config.student_steps, seed), augment=config.augment,
-            strong_augment=True, ema=False, loss=config.loss,  # type: ignore[attr-defined]
+            strong_augment=True, ema=False, loss=config.loss,
         ), resume=True, progress=False)
         models[f"{name}_teacher"], models[f"{name}_mlb"] = teacher, student
     return models
