@@ -146,25 +146,20 @@ class TestPlugins:
         with pytest.raises((ValueError, CheckpointError), match="not marked"):
             load_model(path)
 
-    def test_a_plugin_whose_forward_fails_is_named(self, tmp_path, monkeypatch):
-        (tmp_path / "broken_plugin_xyz.py").write_text(
+    @pytest.mark.parametrize(("module", "forward", "message"), [
+        ("broken_plugin_xyz", "x.view(7, -1)", "forward fails"),  # raises on the probe
+        ("bad_plugin_xyz", "x", "alpha must be"),  # returns (B, 3, H, W)
+    ])
+    def test_a_plugin_whose_forward_does_not_fit_is_named(self, module, forward, message,
+                                                          tmp_path, monkeypatch):
+        (tmp_path / f"{module}.py").write_text(
             "import torch\nclass Net(torch.nn.Module):\n"
-            "    def forward(self, x):\n        return x.view(7, -1)\n"
+            f"    def forward(self, x):\n        return {forward}\n"
             "def build():\n    return Net()\n"
             "build.mlb_model_factory = True\n")
         monkeypatch.syspath_prepend(str(tmp_path))
-        with pytest.raises(ValueError, match=r"'broken_plugin_xyz:build'.*forward fails"):
-            build_model("broken_plugin_xyz:build")
-
-    def test_a_plugin_with_the_wrong_output_is_named(self, tmp_path, monkeypatch):
-        (tmp_path / "bad_plugin_xyz.py").write_text(
-            "import torch\nclass Net(torch.nn.Module):\n"
-            "    def forward(self, x):\n        return x\n"
-            "def build():\n    return Net()\n"
-            "build.mlb_model_factory = True\n")
-        monkeypatch.syspath_prepend(str(tmp_path))
-        with pytest.raises(ValueError, match=r"'bad_plugin_xyz:build'.*alpha must be"):
-            build_model("bad_plugin_xyz:build")
+        with pytest.raises(ValueError, match=rf"'{module}:build'.*{message}"):
+            build_model(f"{module}:build")
 
 
 class TestPretrainedEncoders:
