@@ -1,6 +1,12 @@
 """Shared fixtures: the real photo set and deterministic torch settings."""
 
+import os
 from pathlib import Path
+
+# No downloads in tests or CI: pretrained weights come from files the tests write. Set before
+# anything imports huggingface_hub (it reads HF_HUB_OFFLINE once, at import).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["MLB_OFFLINE"] = "1"
 
 import pytest
 import torch

@@ -92,7 +92,7 @@ class TestNetworkContract:
         torch.testing.assert_close(first.alpha[1:], single.alpha, atol=1e-5, rtol=1e-4)
 
     def test_inputs_smaller_than_the_stride(self, network):
-        assert network.stride == 16
+        assert network.stride in (16, 32)
         network.eval()
         with torch.no_grad():
             output = network(_images(1, 5, 3))

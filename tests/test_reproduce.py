@@ -5,7 +5,12 @@ import json
 import pytest
 
 from mlb.cli import main
-from mlb.experiments.reproduce import BLENDED_ROWS, COLUMNS, DOMAINS, LABEL_ROWS, ROWS
+from mlb.experiments.reproduce import BLENDED_ROWS, COLUMNS, DOMAINS, LABEL_ROWS, PRESETS
+from mlb.experiments.reproduce import ROWS as PAPER_ROWS
+from mlb.experiments.reproduce_networks import network_rows
+
+# the paper's rows and, per other network (MODNet), teacher-style vs MLB student
+ROWS = {**PAPER_ROWS, **network_rows(PRESETS["tiny"])}
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +36,7 @@ def test_every_row_is_trained_and_scored(paper_run):
     for label in ROWS.values():
         assert f"| {label} |" in table
     assert "Command: `mlb reproduce paper --preset tiny`" in table
+    assert {"modnet_teacher", "modnet_mlb"} <= set(ROWS)
     assert report["whole_mse_gain"] == pytest.approx(
         1 - report["mean"]["mlb"]["mse"] / report["mean"]["teacher"]["mse"])
 

@@ -97,7 +97,13 @@ TRAIN_DEFAULTED = ("batch_size", "weight_decay", "warmup_steps", "seed", "device
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="network name, e.g. unet_r18_w05")
+    parser.add_argument("--model", required=True,
+                        help="network: a registered name (e.g. unet_r18_w05, modnet, "
+                             "unet_mobilenetv3), an 'mlb.models' entry point, or a "
+                             "'module:factory' plugin spec")
+    parser.add_argument("--pretrained-encoder", default=None, metavar="imagenet|PATH",
+                        help="encoder weights: 'imagenet' (the library's cache; offline, a "
+                             "cached copy only) or a local state_dict file")
     parser.add_argument("--steps", type=int, required=True, help="optimiser steps")
     parser.add_argument("--out", required=True, help="checkpoint path (.pt)")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -167,7 +173,9 @@ def _shared(args: argparse.Namespace) -> dict:
     from mlb.losses import LossConfig
 
     loss = {} if args.boundary_weight is None else {"boundary_weight": args.boundary_weight}
-    return {"model": args.model, "out": args.out, "train": train_config_from_args(args),
+    model = args.model if args.pretrained_encoder is None else {
+        "name": args.model, "options": {"pretrained_encoder": args.pretrained_encoder}}
+    return {"model": model, "out": args.out, "train": train_config_from_args(args),
             "loss": LossConfig(**loss), "augment": augment_from_args(args)}
 
 

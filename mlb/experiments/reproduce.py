@@ -39,6 +39,7 @@ from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
 from mlb.data.synth import make_composite_corpus, make_natural_corpus
 from mlb.evaluate import EvaluateRequest, evaluate_checkpoint
+from mlb.experiments.reproduce_networks import network_rows, train_network_rows
 from mlb.labels.relabel import relabel
 from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.labels.score import score_label_version
@@ -147,6 +148,9 @@ class ReproduceConfig(FrozenConfig):
     """torch intra-op threads for this process (None: torch's default, one per core). On a
     shared machine 1 is often faster: busy-waiting OpenMP threads thrash when the cores are
     oversubscribed (measured 4x slower training steps at 2 threads under load)."""
+    networks: tuple[str, ...] = ("modnet",)
+    """Other architectures trained teacher-style and as MLB students on the teacher's labels
+    (:mod:`mlb.reproduce_networks`; the paper's Table 6)."""
     ema_momentum: float = Field(0.99, gt=0, lt=1)
     """Per-step momentum. 0.999 suits the paper's 20K steps; a few hundred steps need less
     inertia for the EMA to move away from its initial weights at all."""
@@ -397,8 +401,9 @@ def _spread_table(header: str, rows: Mapping[str, str], columns: Mapping[str, st
     return lines
 
 
-def render_table(mean: Mapping, std: Mapping, *, seeds: int, short_side: int) -> str:
-    lines = _spread_table("model", ROWS, COLUMNS, mean, std)
+def render_table(mean: Mapping, std: Mapping, *, seeds: int, short_side: int,
+                 rows: Mapping[str, str] = ROWS) -> str:
+    lines = _spread_table("model", rows, COLUMNS, mean, std)
     lines.append("")
     lines.append(f"Mean ± standard deviation over {seeds} seed(s). Natural-domain validation "
                  f"images with true alpha, scored per image at the truth's resolution after "
@@ -439,7 +444,9 @@ def reproduce(config: ReproduceConfig, *, progress: bool = True) -> ReproduceRep
     _set_threads(config)
     root = Path(config.work)
     data = _corpora(config, root / "data")
-    bar = tqdm(total=len(config.seeds) * (len(ROWS) + 1), desc="reproduce",
+    rows = {**ROWS, **network_rows(config)}
+    bar = tqdm(total=len(config.seeds) * (len(ROWS) + 1 + len(config.networks)),
+               desc="reproduce",
                disable=not progress)
 
     def step(name: str) -> None:
@@ -451,18 +458,23 @@ def reproduce(config: ReproduceConfig, *, progress: bool = True) -> ReproduceRep
     for seed in config.seeds:
         out = root / f"seed-{seed}"
         models, versions = _seed_models(config, data, out, seed, step)
-        per_seed[str(seed)] = {row: _score(config, data, models[row]) for row in ROWS}
+        step("other networks")
+        # the labels of the MLB row's first round, in the seed's one label store
+        models.update(train_network_rows(config, data, out, seed, store=out / "labels",
+                                         labels=versions["mlb"][0]))
+        per_seed[str(seed)] = {row: _score(config, data, models[row]) for row in rows}
         labels[str(seed)] = _label_quality(config, data, out / "labels", models["teacher"],
                                            versions)
         step("evaluate")
     bar.close()
-    mean, std = _summarise(per_seed)
+    mean, std = _summarise(per_seed, tuple(rows))
     labels_mean, labels_std = _summarise(labels, tuple(LABEL_ROWS), LABEL_COLUMNS)
     gain, boundary_ok, met = _verdict(mean)
     report = ReproduceReport(
         config=config, per_seed=per_seed, mean=mean, std=std, whole_mse_gain=gain,
         boundary_ok=boundary_ok, target_met=met, seconds=time.perf_counter() - started,
-        table=render_table(mean, std, seeds=len(config.seeds), short_side=config.size),
+        table=render_table(mean, std, seeds=len(config.seeds), short_side=config.size,
+                           rows=rows),
         labels_per_seed=labels, labels_mean=labels_mean, labels_std=labels_std,
         labels_table=render_label_table(labels_mean, labels_std, seeds=len(config.seeds)),
     )

@@ -2,8 +2,9 @@
 
 ``mlb.labels.relabel`` makes a version's id from the corpus manifest, the teacher's sha256,
 the blend settings and the settings in ``id_settings``; all of them are kept in the version
-(manifest, ``metadata.teacher``, ``metadata.blend``, ``metadata.inference``, ``shard_size``, ``kinds``),
-so the id can be recomputed from the stored documents: an edited setting no longer matches.
+(manifest, ``metadata.teacher``, ``metadata.blend``, ``metadata.inference``, ``shard_size``,
+``kinds``), so the id can be recomputed from the stored documents: an edited setting no
+longer matches.
 """
 
 from __future__ import annotations

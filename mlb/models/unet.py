@@ -14,34 +14,27 @@ Two heads as method.md section 1 describes the teacher: a matte (sigmoid) and a 
 map (logit, trained with BCE against ``1[0.05 < alpha < 0.95]``).
 """
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mlb.models.aspp import ASPP
 from mlb.models.encoder import ResNetEncoder
+from mlb.models.interface import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MattingOutput,
+    StridedMattingNet,
+    pad_to_stride,
+)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MattingNet", "MattingOutput", "pad_to_stride"]
 
 # Decoder widths at full width, from the bottleneck (/16) to full resolution; the half-width
 # student scales them with its encoder (method.md section 1, real-time students).
 ASPP_CHANNELS = 256
 DECODER_CHANNELS = (256, 128, 64, 32)
 IMAGE_SKIP_CHANNELS = 16
-
-
-class MattingOutput(NamedTuple):
-    """Both ``(B, 1, H, W)`` float: ``alpha`` in [0, 1], ``boundary_logit`` unbounded.
-
-    A NamedTuple (not a dict or dataclass) so that ``torch.onnx.export`` and
-    ``torch.compile`` see a plain tuple of tensors.
-    """
-
-    alpha: Tensor
-    boundary_logit: Tensor
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -69,19 +62,7 @@ class DecoderBlock(nn.Module):
         return self.refine(self.fuse(torch.cat([x, skip], dim=1)))
 
 
-def pad_to_stride(image: Tensor, stride: int) -> Tensor:
-    """Replicate-pad bottom and right so H and W become multiples of ``stride``.
-
-    Replicate, not reflect: reflect needs the pad to be smaller than the side, which fails on
-    inputs smaller than the stride; replicate works for any size and exports with dynamic H, W.
-    """
-    height, width = image.shape[-2], image.shape[-1]
-    pad_bottom = (stride - height % stride) % stride
-    pad_right = (stride - width % stride) % stride
-    return F.pad(image, (0, pad_right, 0, pad_bottom), mode="replicate")
-
-
-class MattingNet(nn.Module):
+class MattingNet(StridedMattingNet):
     """U-Net over a ResNet encoder with ASPP at the bottleneck and two heads.
 
     ``forward(image)``: ``(B, 3, H, W)`` float in [0, 1], any H, W >= 1 (in training mode
@@ -104,10 +85,6 @@ class MattingNet(nn.Module):
             for channels in (ASPP_CHANNELS, *DECODER_CHANNELS, IMAGE_SKIP_CHANNELS)
         )
         layer1, layer2, layer3, layer4 = encoder.out_channels
-        # not persistent: constants, so they stay out of checkpoints' state_dicts
-        mean, std = (torch.tensor(v).reshape(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
         self.encoder = encoder
         self.aspp = ASPP(layer4, aspp_channels, rates=aspp_rates)
         self.decode8 = DecoderBlock(aspp_channels, layer3, decoder[0])
@@ -118,15 +95,12 @@ class MattingNet(nn.Module):
         self.alpha_head = nn.Conv2d(decoder[3], 1, 3, padding=1)
         self.boundary_head = nn.Conv2d(decoder[3], 1, 3, padding=1)
 
-    def forward(self, image: Tensor) -> MattingOutput:
-        height, width = image.shape[-2], image.shape[-1]
-        x = (pad_to_stride(image, self.stride) - self.mean) / self.std
+    def forward_padded(self, x: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
+        # padding, normalisation and the crop back: StridedMattingNet.forward
         layer1, layer2, layer3, layer4 = self.encoder(x)
         y = self.aspp(layer4)
         y = self.decode8(y, layer3)
         y = self.decode4(y, layer2)
         y = self.decode2(y, layer1)
         y = self.decode1(y, self.image_skip(x))
-        alpha = torch.sigmoid(self.alpha_head(y))
-        boundary_logit = self.boundary_head(y)
-        return MattingOutput(alpha[..., :height, :width], boundary_logit[..., :height, :width])
+        return torch.sigmoid(self.alpha_head(y)), self.boundary_head(y)

@@ -25,6 +25,7 @@ __all__ = [
     "GpuBench",
     "LoaderBench",
     "MemoryBench",
+    "NetworksBench",
     "OnnxBench",
     "RelabelBench",
     "Repeats",
@@ -109,6 +110,19 @@ class OnnxBench(FrozenConfig):
     """PyTorch eager, reported for comparison only (several times slower on the CPU)."""
 
 
+class NetworksBench(FrozenConfig):
+    """Row 9: any student network (issue 17) side by side with ONNX Runtime on the CPU."""
+
+    models: tuple[str, ...] = ("unet_r18_w05", "unet_r18", "modnet", "unet_mobilenetv3",
+                               "unet_r101")
+    """The last is the reference every other network's FPS is divided by."""
+    fast: str = "unet_r18_w05"
+    slow: str = "modnet"
+    """Row 9a: ``fast`` FPS over ``slow`` FPS (goal: at least 3)."""
+    size: PositiveInt = 512
+    timing: Repeats = Repeats(warmup=1, repeats=3)
+
+
 class MemoryBench(FrozenConfig):
     """Row 6: peak RSS of a relabel over ``large`` images vs over ``small`` images."""
 
@@ -178,6 +192,7 @@ class BenchSize(FrozenConfig):
     loader: LoaderBench = LoaderBench()
     gpu: GpuBench = GpuBench()
     data_parallel: DataParallelBench = DataParallelBench()
+    networks: NetworksBench = NetworksBench()
 
 
 QUICK = BenchSize(name="quick")
@@ -192,6 +207,7 @@ FULL = BenchSize(
     onnx=OnnxBench(timing=Repeats(warmup=2, repeats=7),
                    eager_timing=Repeats(warmup=1, repeats=3)),
     memory=MemoryBench(small=200, large=2000, image_size=128, short_side=128),
+    networks=NetworksBench(timing=Repeats(warmup=2, repeats=7)),
     loader=LoaderBench(images=32, image_size=640, batch_size=4, loader_batches=8,
                        timing=Repeats(warmup=1, repeats=2)),
     data_parallel=DataParallelBench(image_size=320, crop=192, steps=40),
@@ -214,6 +230,8 @@ TINY = BenchSize(
     gpu=GpuBench(images=4, image_size=64, short_side=64, batch_size=2, size=64,
                  timing=Repeats(warmup=1, repeats=2)),
     data_parallel=DataParallelBench(images=4, image_size=48, crop=32, batch_size=2, steps=2),
+    networks=NetworksBench(models=("unet_r18_w05", "modnet", "unet_mobilenetv3", "unet_r18"),
+                           size=32, timing=Repeats(warmup=0, repeats=1)),
 )
 
 PRESETS: dict[str, BenchSize] = {size.name: size for size in (TINY, QUICK, FULL)}

@@ -25,6 +25,7 @@ from mlb.experiments.bench.ddc import bench_ddc
 from mlb.experiments.bench.distributed import bench_data_parallel
 from mlb.experiments.bench.gpu import bench_gpu
 from mlb.experiments.bench.memory import bench_memory
+from mlb.experiments.bench.networks import bench_networks
 from mlb.experiments.bench.relabel import bench_relabel
 from mlb.experiments.bench.report import BenchReport, BenchRow, machine_info, now_utc
 from mlb.experiments.bench.students import bench_students
@@ -55,6 +56,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("8", "GPU", lambda size, ws: bench_gpu(size.gpu, ws), needs_cuda=True),
     Family("9", "data-parallel training",
            lambda size, ws: bench_data_parallel(size.data_parallel, ws)),
+    Family("10", "any student network", lambda size, ws: bench_networks(size.networks, ws)),
 )
 _KEYS = tuple(family.key for family in FAMILIES)
 
