@@ -235,14 +235,35 @@ def test_a_rank_that_dies_ends_the_job_with_an_error_naming_it(label_store, tmp_
     assert job.returncode == 2
     assert "mlb train: error: training failed: rank 1 was killed by signal 9 (SIGKILL)" \
         in stderr
-    assert "Traceback" not in stderr.splitlines()[-1]
+    assert "Traceback" not in stderr  # torchrun's own tracebacks are not passed on
     assert not _job_processes("dies"), "torchrun left a rank running"
+
+
+def test_sigterm_to_the_launcher_stops_the_whole_job(label_store, tmp_path):
+    out = tmp_path / "student.pt"
+    job = subprocess.Popen(_mlb_nproc(label_store, out, steps=400), env=_environment("term"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while _checkpoint_step(out) < 2 and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)  # what kill, systemd or a cancelled flow run send
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 2
+    assert stderr.strip().splitlines()[-1].startswith(
+        "mlb train: error: training stopped: this launcher received SIGTERM")
+    deadline = time.monotonic() + 30
+    while _job_processes("term") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _job_processes("term"), "a rank or torchrun outlived the launcher"
+    # The job resumes from its last checkpoint.
+    assert _checkpoint_step(out) >= 2
 
 
 def test_a_failing_rank_names_itself_in_the_error(label_store, two_processes, tmp_path):
     # Resuming under another learning rate is refused by every rank, before any step.
     result = _run([*_mlb_nproc(label_store, two_processes, "--resume"), "--lr", "5e-4"])
     assert result.returncode == 2
+    assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     # The first rank to fail is named with its own error; torchrun may stop the other first.
     assert re.match(r"mlb train: error: training failed: rank [01]: ValueError: cannot resume",

@@ -26,7 +26,8 @@ import subprocess
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -111,17 +112,72 @@ def launch_training(
         return TrainSummary.model_validate_json(summary_file.read_text(encoding="utf-8"))
 
 
+class _Stopped(Exception):
+    """This launcher was asked to stop (SIGTERM): torchrun is stopped with it."""
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM (``kill``, systemd, a cancelled flow run) stops the job instead of orphaning
+    torchrun and its processes; only where signals can be handled (the main thread)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: the caller's own handling applies
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _QuietTracebacks:
+    """Passes torchrun's output on without its own Python tracebacks and its failure summary
+    (the failure is reported as one line naming the rank); the processes' lines pass."""
+
+    def __init__(self, on_output: Callable[[str], None]) -> None:
+        self.on_output = on_output
+        self.in_traceback = False
+        self.summary_rules = 0  # the summary sits between two lines of "=" (0: not in it)
+
+    def __call__(self, line: str) -> None:
+        if self.summary_rules:
+            if set(line.strip()) == {"="}:
+                self.summary_rules += 1
+            if self.summary_rules > 2:
+                self.summary_rules = 0
+        elif line.startswith("Traceback (most recent call last):"):
+            self.in_traceback = True
+        elif self.in_traceback:
+            # The traceback ends with its first unindented line: the exception itself.
+            self.in_traceback = not line or line[:1].isspace()
+            if not self.in_traceback and "ChildFailedError" in line:
+                self.summary_rules = 1
+        else:
+            self.on_output(line)
+
+
 def _run_streaming(command: list[str], on_output: Callable[[str], None]) -> tuple[int, str]:
     """Run ``command``, passing each output line on; its exit code and last lines."""
     tail: deque[str] = deque(maxlen=400)  # torchrun's failure summary ends the output
+    show = _QuietTracebacks(on_output)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            tail.append(line.rstrip("\n"))
-            on_output(line.rstrip("\n"))
-        return process.wait(), "\n".join(tail)
+        with _stop_on_sigterm():
+            assert process.stdout is not None
+            for line in process.stdout:
+                tail.append(line.rstrip("\n"))
+                show(line.rstrip("\n"))
+            return process.wait(), "\n".join(tail)
+    except _Stopped:
+        raise TrainingFailed("training stopped: this launcher received SIGTERM and stopped "
+                             "torchrun and its processes; rerun with --resume to continue from "
+                             "the last checkpoint") from None
     finally:
         if process.poll() is None:  # interrupted: torchrun stops its processes on SIGTERM
             process.terminate()
