@@ -71,10 +71,19 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # One partial file per writer: two writers of one path (a job and a stale process of an
-    # earlier one) never interleave their bytes; the last complete rename wins.
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    torch.save(checkpoint.to_payload(), partial)
-    os.replace(partial, path)
+    # earlier one) never interleave their bytes; the last complete rename wins. The writer's
+    # pid names a folder, not the file: torch.save names its archive after the file, so
+    # ``<name>.partial`` keeps a checkpoint's bytes (and a teacher's sha256, hence version
+    # ids) independent of the process that wrote it, as in the previous release.
+    folder = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    folder.mkdir(exist_ok=True)
+    partial = folder / f"{path.name}.partial"
+    try:
+        torch.save(checkpoint.to_payload(), partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+        folder.rmdir()
     return path
 
 
