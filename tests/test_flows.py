@@ -209,21 +209,25 @@ def test_pipeline_rerun_resumes_without_training_again(demo):
     assert "(a finished checkpoint was found: no work)" in _artifact("student-summary")
 
 
-def test_ema_round_records_lineage_and_promotes_only_a_better_student(demo, tmp_path):
-    work = Path(demo.report).parent
-    current = tmp_path / "current.pt"
-    shutil.copy(demo.student, current)
-    before = current.read_bytes()
-    request = ema.EmaRoundRequest(
+def _round_request(work: Path, current: Path, rounds: Path) -> ema.EmaRoundRequest:
+    return ema.EmaRoundRequest(
         student=str(current), images=str(work / "data/natural/images"),
         masks=str(work / "data/natural/masks"), store=str(work / "labels"),
         validation_images=str(work / "data/validation/images"),
-        validation_alphas=str(work / "data/validation/alphas"), work=str(tmp_path / "rounds"),
+        validation_alphas=str(work / "data/validation/alphas"), work=str(rounds),
         train=TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, device="cpu",
                           checkpoint_every=0),
         relabel=RelabelConfig(short_side=32, batch_size=2, shard_size=2, device="cpu"),
         augment=AugmentConfig(short_side=32, crop_sizes=(32,), output_size=32,
                               eval_short_side=32), short_side=32)
+
+
+def test_ema_round_records_lineage_and_promotes_only_a_better_student(demo, tmp_path):
+    work = Path(demo.report).parent
+    current = tmp_path / "current.pt"
+    shutil.copy(demo.student, current)
+    before = current.read_bytes()
+    request = _round_request(work, current, tmp_path / "rounds")
     result = ema.ema_relabel(request, dask=IN_PROCESS)
 
     assert (result.ema_round, result.parent_version) == (1, demo.label_version)
@@ -238,6 +242,25 @@ def test_ema_round_records_lineage_and_promotes_only_a_better_student(demo, tmp_
         assert current.read_bytes() == before and not backup.exists()
     assert "round 1 student" in Path(result.report).read_text()
     assert "round 1 student" in _artifact("ema-round")
+
+
+def test_the_library_runs_the_same_round_in_process(demo, tmp_path):
+    # mlb.train.ema_round owns the round; without Prefect its steps run in this process.
+    from mlb.train.ema_round import run_round
+
+    work = Path(demo.report).parent
+    current = tmp_path / "current.pt"
+    shutil.copy(demo.student, current)
+    before = current.read_bytes()
+    request = _round_request(work, current, tmp_path / "rounds")
+    result = run_round(request)
+    assert (result.ema_round, result.parent_version) == (1, demo.label_version)
+    lineage = LabelStore(work / "labels").open_version(result.version_id).metadata["lineage"]
+    assert lineage["parent_version"] == demo.label_version and lineage["ema_round"] == 1
+    assert result.promoted == ema.is_not_worse(result.new_metric, result.current_metric)
+    assert current.read_bytes() == (Path(result.student).read_bytes() if result.promoted
+                                    else before)
+    assert "round 1 student" in Path(result.report).read_text()
 
 
 def test_promotion_rule():
