@@ -158,6 +158,9 @@ def test_help_shows_the_config_models_defaults():
                        ("--grid-rows", "grid_rows")):
         assert re.search(rf"{flag} \S+ [^-]*\(default: {request[name].default}\)",
                          evaluate_help), flag
+    from mlb.inference import InferenceConfig
+
+    assert f"(default: {InferenceConfig().short_side})" in _help("predict")
 
 
 def test_options_left_out_take_the_models_defaults():
