@@ -9,6 +9,7 @@ the training config, the label version it learned from, and its metrics.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import zipfile
@@ -83,7 +84,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-        folder.rmdir()
+        with contextlib.suppress(OSError):  # another thread's partial: its writer removes it
+            folder.rmdir()
     return path
 
 
