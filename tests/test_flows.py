@@ -11,6 +11,7 @@ that is not worse; prefect.yaml, ``mlb-flows serve`` and the flows agree.
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -404,3 +405,15 @@ def test_processes_forked_after_a_flow_exit_cleanly(corpus, tmp_path):
     assert queue.get(timeout=60) == "ok"
     child.join(timeout=60)
     assert child.exitcode == 0
+
+
+def test_a_round_whose_reports_hold_no_metric_never_promotes():
+    # A report read back from JSON holds None where nothing was scored (NaN).
+    from mlb.evaluate import EvaluationReport
+    from mlb.train.ema_round import _promotion_metric
+
+    report = EvaluationReport(checkpoint="c.pt", weights="model", kind="student",
+                              label_version=None, short_side=32, images=0, per_image=[],
+                              mean={"mse": None}, table="")
+    assert math.isnan(_promotion_metric(report))
+    assert not ema.is_not_worse(_promotion_metric(report), 0.1)

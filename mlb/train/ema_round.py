@@ -148,7 +148,8 @@ def run_round(request: EmaRoundRequest, steps: RoundSteps = RoundSteps()) -> Ema
     current, new = (steps.evaluate(EvaluateRequest(
         model=model, images=request.validation_images, alphas=request.validation_alphas,
         short_side=request.short_side)) for model in (request.student, trained.checkpoint))
-    better = is_not_worse(new.mean[PROMOTION_METRIC], current.mean[PROMOTION_METRIC])
+    current_metric, new_metric = _promotion_metric(current), _promotion_metric(new)
+    better = is_not_worse(new_metric, current_metric)
     if better:
         steps.promote(trained.checkpoint, request.student, str(folder / "previous-student.pt"))
     markdown = round_markdown(plan, version_id, current.mean, new.mean, promoted=better,
@@ -157,8 +158,15 @@ def run_round(request: EmaRoundRequest, steps: RoundSteps = RoundSteps()) -> Ema
     report.write_text(markdown)
     return EmaRound(ema_round=plan.ema_round, version_id=version_id,
                     parent_version=plan.parent_version, student=trained.checkpoint,
-                    current_metric=current.mean[PROMOTION_METRIC],
-                    new_metric=new.mean[PROMOTION_METRIC], promoted=better, report=str(report))
+                    current_metric=current_metric, new_metric=new_metric, promoted=better,
+                    report=str(report))
+
+
+def _promotion_metric(report: EvaluationReport) -> float:
+    """The report's mean of the promotion metric; NaN when nothing was scored (a report
+    read back from JSON holds None there)."""
+    value = report.mean.get(PROMOTION_METRIC)
+    return math.nan if value is None else value
 
 
 def _parent_round(store: str, parent_version: str | None) -> int:
