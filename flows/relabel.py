@@ -32,8 +32,8 @@ from pydantic import PositiveInt
 from flows.runners import (
     DaskConfig,
     RetryPolicy,
-    check_gpu_workers,
     dask_task_runner,
+    prepare_workers,
     retry_condition,
     shard_groups,
     shared_api,
@@ -114,7 +114,7 @@ def label_pending(request: RelabelRequest, plan: RelabelPlan, *, dask: DaskConfi
     with shared_api() as api_url, submission_settings(dask), \
             _task_runner(dask, api_url) as runner:
         if not dask.in_process:
-            check_gpu_workers(runner, dask)
+            prepare_workers(runner, dask)
         futures = [runner.submit(shard_task, parameters={
             "request": request, "version_id": plan.version_id, "shards": group})
             for group in groups]

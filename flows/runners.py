@@ -15,10 +15,13 @@ Two measured facts shape this module (docs/environment.md, "Prefect" and "Dask")
 from __future__ import annotations
 
 import contextlib
+import importlib
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dask
+from distributed import WorkerPlugin
 from prefect import Task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import TaskRun
@@ -31,12 +34,34 @@ from mlb.config import FrozenConfig
 
 GPU_RESOURCE = "GPU"  # the name given to `dask worker ADDR --resources GPU=1`
 
-# A Dask worker puts its local directory first on sys.path and spills to "<that>/storage":
-# with the project installed editable (pip install -e), `import storage` then finds the spill
-# folder (a namespace package) instead of this project's `storage`, and every shard task fails
-# to unpickle. Shard tasks keep nothing in worker memory worth spilling: workers keep results
-# in a plain dict (docker/compose.yaml turns spilling off through DASK_DISTRIBUTED__...).
-NO_SPILL = {"data": dict}
+
+
+class WorkDirOffPath(WorkerPlugin):
+    """Takes a Dask worker's local directory off ``sys.path``, where the worker put it first.
+
+    The worker spills to ``<local directory>/storage``; on ``sys.path`` that folder is a
+    namespace package named like this project's ``storage``. With the project installed
+    editable (an import hook after every path entry, no plain path entry), ``import storage``
+    found the spill folder and every shard task failed to unpickle. Nothing of this project
+    is imported from the worker's directory (files sent with ``upload_file`` are imported
+    by their path), so the entry goes and spilling stays on.
+    """
+
+    name = "mlb-work-dir-off-path"
+
+    def setup(self, worker: Any) -> None:
+        while worker.local_directory in sys.path:
+            sys.path.remove(worker.local_directory)
+        importlib.invalidate_caches()
+
+
+def prepare_workers(runner: DaskTaskRunner, config: DaskConfig) -> None:
+    """Before any shard task: every worker (present and later ones) drops its work directory
+    from ``sys.path``; GPU tasks find a GPU worker."""
+    runner.client.register_plugin(WorkDirOffPath())
+    check_gpu_workers(runner, config)
+
+
 LOCAL_NO_WORKERS_TIMEOUT = "60s"
 
 
@@ -116,7 +141,6 @@ def dask_task_runner(config: DaskConfig, *, api_url: str | None = None) -> DaskT
     cluster_kwargs: dict[str, Any] = {
         "n_workers": config.workers, "threads_per_worker": config.threads_per_worker,
         "processes": True, "dashboard_address": ":0",  # any free port: never collide
-        **NO_SPILL,
     }
     if api_url:
         cluster_kwargs["env"] = {"PREFECT_API_URL": api_url}

@@ -55,6 +55,16 @@ def _full_checkpoint() -> Checkpoint:
     )
 
 
+def test_bytes_do_not_depend_on_the_writing_process(tmp_path):
+    # torch.save names its archive after the file it writes: the partial file keeps the
+    # previous release's name, so a teacher saved by any process hashes the same.
+    import zipfile
+
+    path = save_checkpoint(_full_checkpoint(), tmp_path / "c.pt")
+    assert {name.split("/")[0] for name in zipfile.ZipFile(path).namelist()} == {"c.pt"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no partial left behind
+
+
 def test_round_trip_keeps_every_field(tmp_path):
     original = _full_checkpoint()
     path = save_checkpoint(original, tmp_path / "sub" / "c.pt")

@@ -132,3 +132,53 @@ def test_evaluate_options_left_out_take_the_library_defaults():
     assert request_from_args(given) == EvaluateRequest(
         model="m.pt", images="img", alphas="alpha", short_side=64, weights="ema",
         grid_path="g.png", grid_rows=2, json_path="r.json", batch_size=3, device="cpu")
+
+
+# ------------------------------------------------------ options read from the config models
+
+
+def _help(*command: str) -> str:
+    sub = build_parser()._subparsers._group_actions[0].choices[command[0]]
+    return " ".join(sub.format_help().split())
+
+
+def test_help_shows_the_config_models_defaults():
+    from mlb.evaluate import EvaluateRequest
+    from mlb.labels.request import RelabelConfig
+
+    relabel_help, evaluate_help = _help("relabel"), _help("evaluate")
+    defaults = RelabelConfig()
+    for flag, value in (("--batch-size", defaults.batch_size),
+                        ("--short-side", defaults.short_side),
+                        ("--shard-size", defaults.shard_size),
+                        ("--decode-threads", defaults.decode_threads)):
+        assert re.search(rf"{flag} \S+ [^-]*\(default: {value}\)", relabel_help), flag
+    request = EvaluateRequest.model_fields
+    for flag, name in (("--short-side", "short_side"), ("--batch-size", "batch_size"),
+                       ("--grid-rows", "grid_rows")):
+        assert re.search(rf"{flag} \S+ [^-]*\(default: {request[name].default}\)",
+                         evaluate_help), flag
+    from mlb.inference import InferenceConfig
+
+    assert f"(default: {InferenceConfig().short_side})" in _help("predict")
+
+
+def test_options_left_out_take_the_models_defaults():
+    from mlb.cli.relabel import request_from_args
+    from mlb.labels.request import RelabelConfig
+
+    args = build_parser().parse_args(["relabel", "--teacher", "t.pt", "--images", "i",
+                                      "--masks", "m", "--store", "s"])
+    assert (args.batch_size, args.short_side, args.device) == (None, None, None)
+    assert request_from_args(args).config == RelabelConfig()
+    args = build_parser().parse_args(["relabel", "--teacher", "t.pt", "--images", "i",
+                                      "--masks", "m", "--store", "s", "--batch-size", "3"])
+    assert request_from_args(args).config.batch_size == 3
+
+
+def test_an_option_naming_a_missing_field_fails_loudly():
+    from mlb.cli.fields import field_help
+
+    assert field_help("mlb.labels.request:RelabelConfig", "shard_size", "x") == "x (default: 64)"
+    with pytest.raises(KeyError, match="RelabelConfig has no field 'shards'"):
+        field_help("mlb.labels.request:RelabelConfig", "shards")

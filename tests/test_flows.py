@@ -11,6 +11,7 @@ that is not worse; prefect.yaml, ``mlb-flows serve`` and the flows agree.
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -209,22 +210,32 @@ def test_pipeline_rerun_resumes_without_training_again(demo):
     assert "(a finished checkpoint was found: no work)" in _artifact("student-summary")
 
 
-def test_ema_round_records_lineage_and_promotes_only_a_better_student(demo, tmp_path):
-    work = Path(demo.report).parent
-    current = tmp_path / "current.pt"
-    shutil.copy(demo.student, current)
-    before = current.read_bytes()
-    request = ema.EmaRoundRequest(
+def _round_request(work: Path, current: Path, rounds: Path) -> ema.EmaRoundRequest:
+    return ema.EmaRoundRequest(
         student=str(current), images=str(work / "data/natural/images"),
         masks=str(work / "data/natural/masks"), store=str(work / "labels"),
         validation_images=str(work / "data/validation/images"),
-        validation_alphas=str(work / "data/validation/alphas"), work=str(tmp_path / "rounds"),
+        validation_alphas=str(work / "data/validation/alphas"), work=str(rounds),
         train=TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, device="cpu",
                           checkpoint_every=0),
         relabel=RelabelConfig(short_side=32, batch_size=2, shard_size=2, device="cpu"),
         augment=AugmentConfig(short_side=32, crop_sizes=(32,), output_size=32,
                               eval_short_side=32), short_side=32)
-    result = ema.ema_relabel(request, dask=IN_PROCESS)
+
+
+@pytest.mark.parametrize("runner", ["flow", "library"])
+def test_ema_round_records_lineage_and_promotes_only_a_better_student(demo, tmp_path, runner):
+    # mlb.train.ema_round owns the round; the flow only runs its steps as Prefect tasks, the
+    # library (no Prefect) runs them in this process. Both keep the same contract.
+    from mlb.train.ema_round import run_round
+
+    work = Path(demo.report).parent
+    current = tmp_path / "current.pt"
+    shutil.copy(demo.student, current)
+    before = current.read_bytes()
+    request = _round_request(work, current, tmp_path / "rounds")
+    result = (ema.ema_relabel(request, dask=IN_PROCESS) if runner == "flow"
+              else run_round(request))
 
     assert (result.ema_round, result.parent_version) == (1, demo.label_version)
     lineage = LabelStore(work / "labels").open_version(result.version_id).metadata["lineage"]
@@ -237,7 +248,8 @@ def test_ema_round_records_lineage_and_promotes_only_a_better_student(demo, tmp_
     else:
         assert current.read_bytes() == before and not backup.exists()
     assert "round 1 student" in Path(result.report).read_text()
-    assert "round 1 student" in _artifact("ema-round")
+    if runner == "flow":
+        assert "round 1 student" in _artifact("ema-round")
 
 
 def test_promotion_rule():
@@ -393,3 +405,15 @@ def test_processes_forked_after_a_flow_exit_cleanly(corpus, tmp_path):
     assert queue.get(timeout=60) == "ok"
     child.join(timeout=60)
     assert child.exitcode == 0
+
+
+def test_a_round_whose_reports_hold_no_metric_never_promotes():
+    # A report read back from JSON holds None where nothing was scored (NaN).
+    from mlb.evaluate import EvaluationReport
+    from mlb.train.ema_round import _promotion_metric
+
+    report = EvaluationReport(checkpoint="c.pt", weights="model", kind="student",
+                              label_version=None, short_side=32, images=0, per_image=[],
+                              mean={"mse": None}, table="")
+    assert math.isnan(_promotion_metric(report))
+    assert not ema.is_not_worse(_promotion_metric(report), 0.1)

@@ -13,8 +13,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from mlb.cli.fields import FieldHelpFormatter, option
+
 if TYPE_CHECKING:
     from mlb.evaluate import EvaluateRequest
+
+REQUEST = "mlb.evaluate:EvaluateRequest"
 
 # Library imports happen where they are used: building the ``mlb`` parser imports every
 # subcommand module, and torch + torchvision take seconds to import. Options left out (None)
@@ -24,19 +28,21 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="metrics of a checkpoint on a validation set",
-        description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        formatter_class=FieldHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint (.pt)")
     parser.add_argument("--images", required=True, help="folder of photos")
     parser.add_argument("--alphas", required=True, help="folder of true alphas (same stems)")
     parser.add_argument("--json", default=None, help="write the full report (JSON) here")
     parser.add_argument("--grid", default=None,
                         help="write image | prediction | truth | error rows (PNG) here")
-    parser.add_argument("--grid-rows", type=int, default=None)
-    parser.add_argument("--short-side", type=int, default=None,
-                        help="inference short side (default: EvaluateRequest.short_side)")
-    parser.add_argument("--weights", choices=("model", "ema"), default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--device", default=None, help="auto, cpu, cuda ...")
+    option(parser, "--grid-rows", REQUEST, "grid_rows", type=int, help="images in the grid")
+    option(parser, "--short-side", REQUEST, "short_side", type=int,
+           help="inference short side")
+    option(parser, "--weights", REQUEST, "weights", choices=("model", "ema"),
+           help="score the weights or their EMA copy")
+    option(parser, "--batch-size", REQUEST, "batch_size", type=int, help="images per forward")
+    option(parser, "--device", REQUEST, "device", help="auto, cpu, cuda ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+from mlb.cli.fields import FieldHelpFormatter, option
+
+INFERENCE = "mlb.inference:InferenceConfig"
+
 # Library imports happen in the functions: building the ``mlb`` parser imports every
 # subcommand module, and torch + torchvision take seconds to import.
 
@@ -24,18 +28,18 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict", help="alpha mattes for a folder of images",
-        description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        formatter_class=FieldHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint (.pt)")
     parser.add_argument("--images", required=True, help="folder of photos")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--cutout", action="store_true",
                         help="also write RGBA cut-outs to OUT/cutout/")
-    parser.add_argument("--short-side", type=int, default=None,
-                        help="network input short side (default: "
-                             "mlb.inference.DEFAULT_SHORT_SIDE)")
+    option(parser, "--short-side", INFERENCE, "short_side", type=int,
+           help="network input short side")
     parser.add_argument("--weights", choices=("model", "ema"), default="model")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    option(parser, "--device", INFERENCE, "device", help="auto, cpu, cuda ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -60,19 +64,21 @@ def run(args: argparse.Namespace) -> int:
     from mlb.data.corpus import list_images
     from mlb.data.imageio import read_image, write_png
     from mlb.device import resolve_device
-    from mlb.inference import predict_images
+    from mlb.inference import InferenceConfig, predict_images
 
+    options = {"short_side": args.short_side, "device": args.device}
+    config = InferenceConfig(**{key: value for key, value in options.items() if value is not None})
     paths = list_images(args.images)
     if not paths:
         raise ValueError(f"no images in {args.images}")
-    model, _ = load_model(args.model, weights=args.weights, device=resolve_device(args.device))
+    model, _ = load_model(args.model, weights=args.weights, device=resolve_device(config.device))
     out = Path(args.out)
-    short_side = {} if args.short_side is None else {"short_side": args.short_side}
     for start in tqdm(range(0, len(paths), args.batch_size), desc="predict", unit="batch",
                       disable=True if args.quiet else None):
         batch = paths[start:start + args.batch_size]
         images = [read_image(path) for path in batch]
-        predictions = predict_images(model, images, batch_size=args.batch_size, **short_side)
+        predictions = predict_images(model, images, batch_size=args.batch_size,
+                                     short_side=config.short_side)
         for path, image, prediction in zip(batch, images, predictions, strict=True):
             write_png(out / f"{path.stem}.png", prediction.alpha)
             if args.cutout:

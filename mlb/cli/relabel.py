@@ -13,8 +13,12 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from mlb.cli.fields import FieldHelpFormatter, option
+
 if TYPE_CHECKING:
     from mlb.labels.request import RelabelRequest
+
+CONFIG = "mlb.labels.request:RelabelConfig"
 
 # Library imports happen in ``run``: building the ``mlb`` parser imports every subcommand
 # module, and torch + torchvision take seconds to import.
@@ -23,7 +27,8 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "relabel", help="label a segmentation corpus with a frozen teacher (MLB, offline)",
-        description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        formatter_class=FieldHelpFormatter)
     parser.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
     parser.add_argument("--images", required=True, help="folder of photos")
     parser.add_argument("--masks", required=True, help="folder of coarse masks (same stems)")
@@ -33,18 +38,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="soft (default): b = boundary probability; hard: b = 1[b > 0.5]")
     parser.add_argument("--band-px", type=int, default=None,
                         help="use the teacher only within K px of the mask edge")
-    parser.add_argument("--batch-size", type=int, default=None, help="default 8")
-    parser.add_argument("--short-side", type=int, default=None, help="default 512")
-    parser.add_argument("--shard-size", type=int, default=None, help="default 64")
+    option(parser, "--batch-size", CONFIG, "batch_size", type=int,
+           help="images per teacher forward (part of the version id)")
+    option(parser, "--short-side", CONFIG, "short_side", type=int,
+           help="the teacher's input short side")
+    option(parser, "--shard-size", CONFIG, "shard_size", type=int, help="samples per shard")
     parser.add_argument("--store-teacher-alpha", action="store_true", default=None,
                         help="also keep the teacher's own alpha (for previews and analysis)")
     parser.add_argument("--skip-bad", action="store_true", default=None,
                         help="quarantine unreadable or unpaired files instead of failing")
     parser.add_argument("--weights", choices=("model", "ema"), default="model")
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1 ...")
+    option(parser, "--device", CONFIG, "device", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--no-amp", dest="amp", action="store_false", default=None,
                         help="run float32 on CUDA too (no autocast)")
-    parser.add_argument("--decode-threads", type=int, default=None, help="default 2")
+    option(parser, "--decode-threads", CONFIG, "decode_threads", type=int,
+           help="threads decoding images ahead of the teacher")
     parser.add_argument("--corpus", default=None, help="corpus name (default: images folder)")
     parser.add_argument("--parent-version", default=None,
                         help="label version the teacher was trained on (lineage)")

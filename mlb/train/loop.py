@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +62,22 @@ __all__ = [
     "warmup_steps",
 ]
 
-Batch = dict[str, Any]
+class Batch(TypedDict, total=False):
+    """A collated training batch, on the training device; which labels it holds is the
+    recipe's: teacher (``alpha``, or ``coarse_mask`` in pre-training), student
+    (``coarse_mask``, ``blended_alpha``, ``blended_boundary``), DDC (``coarse_mask``,
+    ``trimap``). Shapes follow the project's conventions: ``(B, 3, H, W)`` image,
+    ``(B, 1, H, W)`` maps."""
+
+    image: Required[Tensor]
+    sample_id: list[str]
+    alpha: Tensor
+    coarse_mask: Tensor
+    blended_alpha: Tensor
+    blended_boundary: Tensor
+    trimap: Tensor
+
+
 LossFunction = Callable[[MattingOutput, Batch], dict[str, Tensor]]
 
 
@@ -127,8 +142,8 @@ def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torc
 def _to_device(batch: Batch, device: torch.device, *, channels_last: bool) -> Batch:
     """Tensors to ``device``; the network's input in channels-last when asked (labels stay
     contiguous: the losses reshape them)."""
-    moved = {key: value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
-             for key, value in batch.items()}
+    moved = cast(Batch, {key: value.to(device, non_blocking=True)
+                         if isinstance(value, Tensor) else value for key, value in batch.items()})
     if channels_last:
         moved["image"] = moved["image"].contiguous(memory_format=torch.channels_last)
     return moved
