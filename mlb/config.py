@@ -5,7 +5,16 @@ Each component declares its own config next to its code (``BlendConfig`` in ``ml
 unknown keys, so a typo in a flow parameter or a YAML file fails before any work starts.
 """
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The largest short side a network is run at. Inference holds a few float copies of the
+# resized image per batch slot: a short side of 20000 asked for 28.8 GB and ended in an
+# allocation failure (tried as a new user would); 8192 px is well above any matting use.
+MAX_SHORT_SIDE = 8192
+ShortSide = Annotated[int, Field(gt=0, le=MAX_SHORT_SIDE)]
+"""A short side in pixels, 1 .. ``MAX_SHORT_SIDE``."""
 
 
 class FrozenConfig(BaseModel):

@@ -22,7 +22,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from mlb.checkpoint import load_model
-from mlb.config import FrozenConfig
+from mlb.config import FrozenConfig, ShortSide
 from mlb.data.corpus import ValidationSample, find_validation_samples
 from mlb.data.imageio import read_alpha, read_image
 from mlb.data.preview import save_grid
@@ -63,7 +63,7 @@ class EvaluateRequest(FrozenConfig):
     images: PathText
     alphas: PathText
     """True alphas, paired with ``images`` by file stem, each at its image's size."""
-    short_side: int = Field(512, ge=1)
+    short_side: ShortSide = 512
     weights: Literal["model", "ema"] = "model"
     grid_path: PathText | None = None
     """Write a qualitative grid PNG here: image | prediction | truth | |error| per row."""

@@ -32,10 +32,10 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import PositiveInt, field_validator
+from pydantic import field_validator
 from torch import Tensor, nn
 
-from mlb.config import FrozenConfig
+from mlb.config import FrozenConfig, ShortSide
 from mlb.device import check_device_name, resolve_device
 
 DEFAULT_SHORT_SIDE = 512  # method.md section 1: "test images resized to short side 512"
@@ -45,7 +45,7 @@ DEFAULT_BATCH_SIZE = 8
 class InferenceConfig(FrozenConfig):
     """How a trained network is run on images (the same for relabel, evaluate and predict)."""
 
-    short_side: PositiveInt = DEFAULT_SHORT_SIDE
+    short_side: ShortSide = DEFAULT_SHORT_SIDE
     amp: bool = True
     """Autocast on CUDA (bfloat16 where supported, else float16); ignored on the CPU."""
     device: str = "auto"

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -281,3 +283,22 @@ def _check_descriptors(root: StoreRoot, version_id: str, shard: int, kinds: list
             check.problems.append(f"shard {shard}: array descriptor {root.path(path)} was "
                                   f"altered (expected uint8 of shape [{total}], equal to the "
                                   "consolidated copy)")
+
+
+def special_files(root: StoreRoot, relative: str) -> list[str]:
+    """Files under ``relative`` (local stores) that are not regular files or folders: a FIFO,
+    a device or a link to one would make a read block or never end (``/dev/zero``), so they
+    are named as damage before anything is read."""
+    if not root.local:
+        return []
+    found = []
+    for folder, folders, files in os.walk(root.path(relative)):
+        for name in [*folders, *files]:
+            path = os.path.join(folder, name)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:  # a dangling link: reads of it fail with a clear error
+                continue
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                found.append(path)
+    return sorted(found)

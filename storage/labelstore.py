@@ -47,7 +47,7 @@ from typing import Any
 
 from storage.draft import DraftVersion, Progress, now_iso
 from storage.errors import LabelStoreError, VersionNotFound
-from storage.integrity import VersionIdOf, check_metadata, missing_chunks
+from storage.integrity import VersionIdOf, check_metadata, missing_chunks, special_files
 from storage.layout import (
     SCHEMA_VERSION,
     StoreRoot,
@@ -222,6 +222,12 @@ class LabelStore:
         shard -1 ("the version") in ``problems``.
         """
         version_id = self._resolve(version_id)
+        unreadable = special_files(self.root, version_dir(version_id))
+        if unreadable:  # reading one would block or never end
+            return VerifyReport(version_id, ok=False, published=True, checked_shards=0,
+                                damaged_shards=[VERSION_PROBLEMS], pending_shards=[],
+                                problems={VERSION_PROBLEMS: "not a regular file: "
+                                          + ", ".join(unreadable)})
         try:
             published = self.root.read_json(version_document(version_id, "version.json"))
             draft = published or self.root.read_json(version_document(version_id, "draft.json"))

@@ -16,8 +16,8 @@ from typing import Any
 import zarr
 
 from storage.errors import DamagedShard, DamagedVersion, IncompleteVersion, VersionNotFound
-from storage.integrity import check_metadata, missing_chunks
-from storage.layout import StoreRoot, shard_dir, version_document
+from storage.integrity import check_metadata, missing_chunks, special_files
+from storage.layout import StoreRoot, shard_dir, version_dir, version_document
 from storage.manifest import Manifest, ManifestEntry
 from storage.shards import TEACHER_KIND, SampleLabels, check_shard, open_arrays, read_slice
 
@@ -61,6 +61,10 @@ class LabelVersion:
 
     @cached_property
     def document(self) -> dict[str, Any]:
+        unreadable = special_files(self._root, version_dir(self.version_id))
+        if unreadable:
+            raise DamagedVersion(f"version {self.version_id}: not a regular file: "
+                                 f"{', '.join(unreadable[:5])}; run verify on it")
         try:
             document = self._root.read_json(version_document(self.version_id, "version.json"))
         except ValueError as error:

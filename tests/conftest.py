@@ -36,3 +36,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+# Prefect's temporary API server gets 30 s to start by default; on a 2-core machine under
+# load it has needed more, and every flow test of the module then errors at setup.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

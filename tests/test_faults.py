@@ -403,3 +403,20 @@ def test_the_scan_quarantine_reported_is_this_runs_own(inputs, tmp_path, capsys)
         assert [q["sample_id"] for q in summary["quarantined"]] == ["orphan"][:expected]
         versions.add(summary["version_id"])
     assert len(versions) == 1
+
+
+def test_a_short_side_beyond_the_limit_is_refused_before_any_work(inputs, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main([*_relabel_args(inputs, store), "--short-side", "20000"]) == 2
+    assert "8192" in _one_error(capsys.readouterr().err, "relabel")
+    assert not store.exists()
+
+
+def test_a_folder_given_as_out_is_named_as_such(inputs, tmp_path, capsys):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for extra in ([], ["--resume"], ["--overwrite"]):
+        assert main(["train", "ddc", "--images", str(inputs["images"]), "--masks",
+                     str(inputs["masks"]), "--steps", "1", "--out", str(folder),
+                     *TINY_TRAIN_FLAGS, *extra]) == 2
+        assert "is a folder" in _one_error(capsys.readouterr().err, "train")

@@ -10,6 +10,7 @@ verifies and trains: the test can fail.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -161,6 +162,13 @@ CASES = {
     ("group descriptor", "swap"): (lambda v, s: _swap_files(v / "shards/00000/zarr.json",
                                                             v / "shards/00001/zarr.json"),
                                    "shards/00000/zarr.json"),
+    # Files that would block a read or never end it (tried as an attacker would).
+    ("data chunk", "fifo"): (lambda v, s: _replace_with_fifo(v / "shards/00000/blended_alpha/c/0"),
+                             "not a regular file"),
+    ("data chunk", "device link"): (lambda v, s: _replace_with_link(
+        v / "shards/00000/blended_alpha/c/0", "/dev/zero"), "not a regular file"),
+    ("manifest", "fifo"): (lambda v, s: _replace_with_fifo(v / "manifest.json"),
+                           "not a regular file"),
     # A pointer holds one entry: there is nothing to swap inside it.
     ("pointer", "flip"): (lambda v, s: _flip_byte(s / "latest.json"), "latest.json"),
     ("pointer", "edit"): (lambda v, s: _edit_json(s / "latest.json",
@@ -168,6 +176,16 @@ CASES = {
                           "latest.json"),
     ("pointer", "delete"): (lambda v, s: (s / "latest.json").unlink(), "no version"),
 }
+
+
+def _replace_with_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _replace_with_link(path: Path, target: str) -> None:
+    path.unlink()
+    path.symlink_to(target)
 
 
 def _damaged_copy(pristine, tmp_path, case):

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, field_validator
 
 from mlb.blend import BlendConfig
-from mlb.config import FrozenConfig
+from mlb.config import FrozenConfig, ShortSide
 from mlb.device import check_device_name
 from mlb.labels.metadata import QuarantinedSample
 
@@ -21,7 +21,7 @@ class RelabelConfig(FrozenConfig):
 
     blend: BlendConfig = BlendConfig()
     batch_size: PositiveInt = 8
-    short_side: PositiveInt = 512
+    short_side: ShortSide = 512
     shard_size: PositiveInt = 64
     store_teacher_alpha: bool = False
     skip_bad: bool = False

@@ -207,6 +207,9 @@ def _start_state(
 ) -> _State:
     """A fresh state, or the one saved at ``run.out`` when resuming (same request and global
     batch only)."""
+    if run.out.is_dir():
+        raise ValueError(f"{run.out} is a folder; --out must name a checkpoint file "
+                         f"(e.g. {run.out / 'student.pt'})")
     if not run.out.exists() or overwrite:
         return _State(step=0, history={})
     if not resume:
