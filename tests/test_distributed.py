@@ -178,14 +178,21 @@ def _checkpoint_step(path: Path) -> int:
         return 0
 
 
+def _start_past_a_checkpoint(store: Path, out: Path, job: str, *, steps: int
+                             ) -> subprocess.Popen:
+    """``mlb train student --nproc 2`` as job ``job``, once it has saved step 2 (or ended)."""
+    process = subprocess.Popen(_mlb_nproc(store, out, steps=steps), env=_environment(job),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while _checkpoint_step(out) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return process
+
+
 def test_a_killed_job_resumes_to_the_uninterrupted_weights(label_store, two_processes,
                                                            tmp_path):
     out = tmp_path / "student.pt"
-    job = subprocess.Popen(_mlb_nproc(label_store, out), env=_environment("killed"),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while _checkpoint_step(out) < 2 and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    job = _start_past_a_checkpoint(label_store, out, "killed", steps=STEPS)
     for pid in _job_processes("killed"):  # the launcher, torchrun and both ranks at once
         os.kill(pid, signal.SIGKILL)
     job.wait()
@@ -222,11 +229,7 @@ def test_two_agents_meet_at_a_rendezvous_endpoint_and_train_as_one_job(label_sto
 
 def test_a_rank_that_dies_ends_the_job_with_an_error_naming_it(label_store, tmp_path):
     out = tmp_path / "student.pt"
-    job = subprocess.Popen(_mlb_nproc(label_store, out, steps=400), env=_environment("dies"),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while _checkpoint_step(out) < 2 and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    job = _start_past_a_checkpoint(label_store, out, "dies", steps=400)
     ranks = {int(env["RANK"]): pid for pid, env in _job_processes("dies").items()
              if "TORCHELASTIC_RUN_ID" in env}
     assert sorted(ranks) == [0, 1]
@@ -241,11 +244,7 @@ def test_a_rank_that_dies_ends_the_job_with_an_error_naming_it(label_store, tmp_
 
 def test_sigterm_to_the_launcher_stops_the_whole_job(label_store, tmp_path):
     out = tmp_path / "student.pt"
-    job = subprocess.Popen(_mlb_nproc(label_store, out, steps=400), env=_environment("term"),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while _checkpoint_step(out) < 2 and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    job = _start_past_a_checkpoint(label_store, out, "term", steps=400)
     job.send_signal(signal.SIGTERM)  # what kill, systemd or a cancelled flow run send
     _, stderr = job.communicate(timeout=120)
     assert job.returncode == 2
