@@ -238,16 +238,19 @@ class LabelStore:
         if draft is None:
             raise VersionNotFound(f"no label version {version_id!r} in {self.url}")
         problems, notes = {}, []
+        version_problems = [problem for problem in [self._events_problem(version_id)]
+                            if problem is not None]
         if published is None and self._was_published(version_id):
             missing = self.root.path(version_document(version_id, "version.json"))
-            problems[VERSION_PROBLEMS] = (f"{missing} is missing, but the version was "
-                                          "published (events.json or a latest pointer says so)")
+            version_problems.append(f"{missing} is missing, but the version was published "
+                                    "(events.json or a latest pointer says so)")
         if published is not None:
             check = check_metadata(self.root, version_id, published,
                                    version_id_of=version_id_of)
             notes = check.notes
-            if check.problems:
-                problems[VERSION_PROBLEMS] = "; ".join(check.problems)
+            version_problems += check.problems
+        if version_problems:
+            problems[VERSION_PROBLEMS] = "; ".join(version_problems)
         try:
             shard_count = int(draft["shard_count"])
         except (KeyError, TypeError, ValueError):
@@ -285,6 +288,17 @@ class LabelStore:
         missing = [] if problem is None else missing_chunks(self.root, version_id, shard, marker)
         return problem if not missing else f"{problem}; missing chunk files: {', '.join(missing)}"
 
+    def _events_problem(self, version_id: str) -> str | None:
+        """What is wrong with ``events.json`` (the version's times), if anything."""
+        path = self.root.path(version_document(version_id, "events.json"))
+        try:
+            events = self.root.read_json(version_document(version_id, "events.json"))
+        except ValueError as error:
+            return f"{path} is damaged ({error}); it only records times: replace it with {{}}"
+        if events is not None and not isinstance(events, dict):
+            return f"{path} is not a JSON object; it only records times: replace it with {{}}"
+        return None
+
     def _was_published(self, version_id: str) -> bool:
         try:
             events = self.root.read_json(version_document(version_id, "events.json")) or {}
@@ -317,7 +331,12 @@ class LabelStore:
         document = published or self.root.read_json(version_document(version_id, "draft.json"))
         if document is None:  # a draft killed before its draft.json was written
             return None
-        events = self.root.read_json(version_document(version_id, "events.json")) or {}
+        try:  # only the version's times: a damaged one is verify's to name, not list's
+            events = self.root.read_json(version_document(version_id, "events.json")) or {}
+        except ValueError:
+            events = {}
+        if not isinstance(events, dict):
+            events = {}
         return VersionInfo(version_id, document["corpus"], published is not None,
                            events.get("created_at"), document.get("counts"),
                            document["metadata"])

@@ -254,3 +254,17 @@ def test_a_version_from_before_document_digests_verifies_and_says_so(pristine, t
                lambda d: d["metadata"]["teacher"].update(path="/elsewhere.pt"))
     assert main(["labels", "verify", version_id, "--store", str(copy), "--quiet"]) == 1
     assert "draft.json" in capsys.readouterr().err
+
+
+def test_a_damaged_events_document_is_named_by_verify_and_listing_still_works(pristine, tmp_path,
+                                                                              capsys):
+    # events.json only records times (not part of the id or of training): verify names it,
+    # list shows the version without its date, training is unaffected.
+    store, version_id = pristine
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    (copy / "versions" / version_id / "events.json").write_text("{{{")
+    assert main(["labels", "verify", version_id, "--store", str(copy), "--quiet"]) == 1
+    assert "events.json is damaged" in capsys.readouterr().err
+    assert main(["labels", "list", "--store", str(copy)]) == 0
+    assert version_id in capsys.readouterr().out
