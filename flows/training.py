@@ -39,9 +39,7 @@ def _fit(recipe: Recipe, request: TeacherRequest | StudentRequest | DdcRequest, 
          resume: bool, overwrite: bool, launch: LaunchConfig) -> TrainSummary:
     """In this process, or under torchrun when ``launch`` asks for more than one."""
     if launch.nproc == 1 and launch.nnodes == 1:
-        train = {"teacher": recipes.train_teacher, "student": recipes.train_student,
-                 "ddc": recipes.train_ddc}[recipe]
-        return train(request, resume=resume, overwrite=overwrite, progress=False)
+        return recipes.RECIPES[recipe](request, resume=resume, overwrite=overwrite, progress=False)
     return launch_training(recipe, request, launch, resume=resume, overwrite=overwrite,
                            on_output=get_run_logger().info)
 

@@ -23,9 +23,13 @@ from mlb.train.loop import RunRecord, fit
 from mlb.train.student import train_student
 from mlb.train.teacher import pretrain_path, train_teacher
 
+# The recipes by name, as ``mlb train RECIPE``, torchrun's worker and the flows call them.
+RECIPES = {"teacher": train_teacher, "student": train_student, "ddc": train_ddc}
+
 __all__ = [
     "DEFAULT_EMA_MOMENTUM",
     "DEFAULT_LR",
+    "RECIPES",
     "DdcRequest",
     "RunRecord",
     "StudentRequest",

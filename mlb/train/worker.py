@@ -15,16 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlb.train import RECIPES
 from mlb.train.config import TrainSummary
 from mlb.train.distributed import record_failure, world_from_environment
 from mlb.train.launch import REQUEST_TYPES
-
-
-def _recipe(name: str):
-    from mlb import train
-
-    return {"teacher": train.train_teacher, "student": train.train_student,
-            "ddc": train.train_ddc}[name]
 
 
 def _write_summary(summary: TrainSummary, path: Path) -> None:
@@ -47,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         request = REQUEST_TYPES[args.recipe].model_validate_json(
             args.request.read_text(encoding="utf-8"))
-        summary = _recipe(args.recipe)(request, resume=args.resume, overwrite=args.overwrite,
+        summary = RECIPES[args.recipe](request, resume=args.resume, overwrite=args.overwrite,
                                        stop_at_step=args.stop_at_step, progress=True)
     except Exception as error:  # noqa: BLE001 (every failure is reported for torchrun)
         message = record_failure(f"{type(error).__name__}: {error}")

@@ -111,14 +111,14 @@ class OnnxBench(FrozenConfig):
 
 
 class NetworksBench(FrozenConfig):
-    """Row 9: any student network (issue 17) side by side with ONNX Runtime on the CPU."""
+    """Row 10: any student network (issue 17) side by side with ONNX Runtime on the CPU."""
 
     models: tuple[str, ...] = ("unet_r18_w05", "unet_r18", "modnet", "unet_mobilenetv3",
                                "unet_r101")
     """The last is the reference every other network's FPS is divided by."""
     fast: str = "unet_r18_w05"
     slow: str = "modnet"
-    """Row 9a: ``fast`` FPS over ``slow`` FPS (goal: at least 3)."""
+    """Row 10a: ``fast`` FPS over ``slow`` FPS (goal: at least 3)."""
     size: PositiveInt = 512
     timing: Repeats = Repeats(warmup=1, repeats=3)
 
