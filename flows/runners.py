@@ -55,10 +55,34 @@ class WorkDirOffPath(WorkerPlugin):
         importlib.invalidate_caches()
 
 
+class TorchThreads(WorkerPlugin):
+    """Runs torch on as many threads as the worker was given (``dask worker --nthreads N``).
+
+    Dask starts its workers with ``OMP_NUM_THREADS=1``, so torch used one thread whatever
+    ``--nthreads`` said: 6.3 images/s relabelling 290 photos against 20.1 in the flow's own
+    process. ``mlb.threads.use_threads`` sets torch's count (and the variables children
+    inherit) to the worker's thread count when the plugin is registered.
+    """
+
+    name = "mlb-torch-threads"
+
+    def setup(self, worker: Any) -> None:
+        from mlb.threads import use_threads  # imports torch: only on the worker
+
+        use_threads(worker.state.nthreads)
+
+
+def install_worker_plugins(client: Any) -> None:
+    """Every worker of ``client``'s cluster, present and later ones: its work directory off
+    ``sys.path``, torch on its ``--nthreads`` threads."""
+    client.register_plugin(WorkDirOffPath())
+    client.register_plugin(TorchThreads())
+
+
 def prepare_workers(runner: DaskTaskRunner, config: DaskConfig) -> None:
-    """Before any shard task: every worker (present and later ones) drops its work directory
-    from ``sys.path``; GPU tasks find a GPU worker."""
-    runner.client.register_plugin(WorkDirOffPath())
+    """Before any shard task: the worker plugins (:func:`install_worker_plugins`); GPU tasks
+    find a GPU worker."""
+    install_worker_plugins(runner.client)
     check_gpu_workers(runner, config)
 
 

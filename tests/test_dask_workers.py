@@ -65,3 +65,92 @@ def test_a_spilling_worker_imports_the_projects_storage_only_with_the_plugin(plu
     assert found["spilled"], found
     assert found["on_path"] is not plugin
     assert found["regular_package"] is plugin, found
+
+
+# --------------------------------------------------------------------------- torch threads
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _torch_threads() -> dict:
+    """In a task: the threads torch uses, and what a child process would inherit."""
+    import torch
+
+    return {"torch": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS"),
+            "worker_nthreads": get_worker().state.nthreads}
+
+
+@pytest.fixture()
+def external_cluster(tmp_path):
+    """A real ``dask scheduler`` and a way to add real ``dask worker`` processes to it."""
+    import shutil
+    import subprocess
+    import time
+
+    dask_cli = os.path.join(os.path.dirname(sys.executable), "dask")
+    if not os.path.exists(dask_cli):
+        dask_cli = shutil.which("dask")
+    port = _free_port()
+    # The workers import this project and this test module (the task functions live here).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])}
+    processes: list[subprocess.Popen] = []
+
+    def start(*args: str) -> None:
+        log = open(tmp_path / f"dask-{len(processes)}.log", "w")  # noqa: SIM115 (kept open)
+        processes.append(subprocess.Popen([dask_cli, *args], env=env, cwd=tmp_path, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+
+    start("scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0")
+    address = f"tcp://127.0.0.1:{port}"
+
+    def add_worker(nthreads: int) -> None:
+        start("worker", address, "--nthreads", str(nthreads), "--nworkers", "1",
+              "--dashboard-address", ":0")  # with its nanny, as documented
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler accepts connections once it listens
+            try:
+                client = Client(address, timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        with client:
+            yield client, add_worker
+    finally:
+        for process in processes[::-1]:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def test_external_dask_workers_run_torch_on_their_nthreads(external_cluster):
+    from flows.runners import install_worker_plugins
+
+    client, add_worker = external_cluster
+    add_worker(2)
+    client.wait_for_workers(1, timeout=120)
+    before = client.submit(_torch_threads, pure=False).result()
+    # The fault the plugin mends: Dask sets OMP_NUM_THREADS=1 and torch follows it.
+    assert before == {"torch": 1, "omp": "1", "worker_nthreads": 2}, before
+
+    install_worker_plugins(client)  # what the relabel flow does before its first shard task
+    add_worker(2)  # a worker that joins later gets the plugins too
+    client.wait_for_workers(2, timeout=120)
+    seen = {}
+    for worker in client.scheduler_info()["workers"]:
+        seen[worker] = client.submit(_torch_threads, pure=False, workers=[worker]).result()
+    assert len(seen) == 2
+    assert all(found == {"torch": 2, "omp": "2", "worker_nthreads": 2}
+               for found in seen.values()), seen

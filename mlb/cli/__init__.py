@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -34,9 +35,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ProgressLines(logging.StreamHandler):
+    """Prints the library's progress lines (logger ``mlb``, e.g. a training's step lines when
+    no progress bar is shown) on stderr as ``mlb COMMAND: message``."""
+
+
+def _show_progress_lines(command: str, *, quiet: bool) -> None:
+    library = logging.getLogger("mlb")
+    for handler in [h for h in library.handlers if isinstance(h, _ProgressLines)]:
+        library.removeHandler(handler)  # main() may run more than once in one process
+    handler = _ProgressLines(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"mlb {command}: %(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _show_progress_lines(args.command, quiet=bool(getattr(args, "quiet", False)))
+        if getattr(args, "threads", None) is not None:
+            from mlb.threads import use_threads
+
+            use_threads(args.threads)
         return int(args.func(args) or 0)
     except (UsageError, ValueError, OSError) as error:
         # Expected failures (bad paths, bad values, file-system faults) get one clear line,

@@ -16,6 +16,8 @@ import argparse
 import shlex
 import sys
 
+from mlb.cli.fields import threads_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -37,9 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workdir", default=None,
                         help="keep corpora, checkpoints and label stores here (default: a "
                         "temporary folder, removed afterwards)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch (and ONNX Runtime) threads; default: torch's own choice. "
-                        "On a machine shared with other jobs, 1 gives steadier figures")
+    threads_option(parser)  # also ONNX Runtime's: the report records torch's number
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     parser.set_defaults(func=run)
 
@@ -63,12 +63,6 @@ def run(args: argparse.Namespace) -> int:
     from mlb.experiments.bench import PRESETS, run_bench, write_json, write_markdown
     from mlb.experiments.bench.report import read_json, render_table
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)  # recorded in the report's machine section
     full = None if args.full_report is None else read_json(args.full_report)  # fail early
     rows = None if args.rows is None else [key.strip() for key in args.rows.split(",")]
     report = run_bench(PRESETS[args.preset], rows=rows, workdir=args.workdir,

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from mlb.cli.fields import FieldHelpFormatter, option
+from mlb.cli.fields import FieldHelpFormatter, option, threads_option
 
 if TYPE_CHECKING:
     from mlb.evaluate import EvaluateRequest
@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
            help="score the weights or their EMA copy")
     option(parser, "--batch-size", REQUEST, "batch_size", type=int, help="images per forward")
     option(parser, "--device", REQUEST, "device", help="auto, cpu, cuda ...")
+    threads_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from mlb.cli.fields import threads_option
+
 # Library imports happen in ``run``: building the ``mlb`` parser imports every subcommand
 # module, and torch + onnx take seconds to import.
 
@@ -23,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", choices=("model", "ema"), default="model")
     parser.add_argument("--opset", type=int, default=None,
                         help="ONNX opset (default: mlb.export.DEFAULT_OPSET)")
+    threads_option(parser)
     parser.set_defaults(func=run)
 
 

@@ -46,3 +46,23 @@ class FieldHelpFormatter(argparse.HelpFormatter):
         if source is None:
             return action.help
         return field_help(*source).replace("%", "%%")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (argparse names the option and the value otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def threads_option(parser: argparse.ArgumentParser) -> argparse.Action:
+    """``--threads N`` of every command that runs a network; :func:`mlb.cli.main` applies it
+    (``mlb.threads.use_threads``) before the command runs."""
+    return parser.add_argument(
+        "--threads", type=positive_int, default=None, metavar="N",
+        help="CPU threads for torch in this process and the processes it starts (default: "
+             "torch's own choice, one per core; 1 is often faster on a shared machine)")

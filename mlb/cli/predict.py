@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-from mlb.cli.fields import FieldHelpFormatter, option
+from mlb.cli.fields import FieldHelpFormatter, option, threads_option
 
 INFERENCE = "mlb.inference:InferenceConfig"
 
@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", choices=("model", "ema"), default="model")
     parser.add_argument("--batch-size", type=int, default=4)
     option(parser, "--device", INFERENCE, "device", help="auto, cpu, cuda ...")
+    threads_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

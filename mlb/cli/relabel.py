@@ -13,7 +13,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from mlb.cli.fields import FieldHelpFormatter, option
+from mlb.cli.fields import FieldHelpFormatter, option, threads_option
 
 if TYPE_CHECKING:
     from mlb.labels.request import RelabelRequest
@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="label version the teacher was trained on (lineage)")
     parser.add_argument("--ema-round", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    threads_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

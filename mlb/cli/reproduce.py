@@ -19,6 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mlb.cli.fields import threads_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -31,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--preset", default="cpu", help="tiny | cpu (default: cpu)")
         sub.add_argument("--work", help="working folder (default: .mlb-work/reproduce)")
         sub.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
-        sub.add_argument("--threads", type=int, help="torch threads (1 helps on busy machines)")
+        threads_option(sub)
         sub.add_argument("--json", dest="json_path", help="write the full report as JSON here")
         sub.add_argument("--markdown", help="write the table (with its command) here")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")

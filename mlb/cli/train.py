@@ -25,6 +25,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mlb.cli.fields import threads_option
+
 if TYPE_CHECKING:
     from mlb.data.augment import AugmentConfig
     from mlb.train import TrainConfig, TrainSummary
@@ -134,7 +136,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     restart.add_argument("--overwrite", action="store_true", help="start again over --out")
     parser.add_argument("--stop-at-step", type=int, default=None,
                         help="stop (and save) at this step; --resume continues later")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    threads_option(parser)
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar and no progress lines")
 
 
 def _add_augment(parser: argparse.ArgumentParser) -> None:

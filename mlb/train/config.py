@@ -95,7 +95,9 @@ class TrainConfig(FrozenConfig):
     checkpoint_every: int = Field(1000, ge=0)
     """Save the checkpoint at ``out`` every N steps (0: only at the end) for ``resume``."""
     log_every: int = Field(10, ge=1)
-    """Refresh the progress bar's loss every N steps (the curve keeps every step)."""
+    """Refresh the progress bar's loss every N steps (the curve keeps every step); with no
+    bar (output to a file or pipe, or progress off) log a line every N steps instead, to
+    logger ``mlb.train``."""
     ema_momentum: float | None = Field(None, ge=0.0, lt=1.0)
     """Keep an EMA copy with this per-step momentum. None: the recipe decides (the student
     keeps one at ``DEFAULT_EMA_MOMENTUM`` when its architecture is the teacher's)."""

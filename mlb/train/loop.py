@@ -18,6 +18,7 @@ global batch (``config.batch_size`` is per process, as torchrun users expect).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -61,6 +62,10 @@ __all__ = [
     "train_one_step",
     "warmup_steps",
 ]
+
+# Progress lines when no bar is shown (output to a file or a pipe, or ``progress=False`` as
+# in the flows): the CLI prints them on stderr, the flows forward logger ``mlb`` to Prefect.
+logger = logging.getLogger(__name__.rsplit(".", 1)[0])  # "mlb.train"
 
 class Batch(TypedDict, total=False):
     """A collated training batch, on the training device; which labels it holds is the
@@ -395,7 +400,7 @@ def fit(
         return _summary(run, state, config, seconds=0.0, samples=0, world=world)
     model.train()
     trained = data_parallel(model, world, device)
-    started, samples = time.perf_counter(), 0
+    started, samples, first_step = time.perf_counter(), 0, state.step
     bar = tqdm(total=config.steps, initial=state.step, desc=run.kind, unit="step",
                disable=None if progress and world.is_main else True, dynamic_ncols=True)
     with bar, closing(batches(dataset, config, start=state.step, stop=stop,
@@ -414,8 +419,12 @@ def fit(
             _record(state.history, state.step, lr, values)
             bar.update(1)
             if state.step % config.log_every == 0 or state.step == stop:
-                _show(bar, state, config, samples_per_second=samples / (
-                    time.perf_counter() - started))
+                elapsed = time.perf_counter() - started
+                _show(bar, state, config, samples_per_second=samples / elapsed)
+                if bar.disable and world.is_main:
+                    _log_progress(run, state, config, lr=lr, samples_per_second=samples / elapsed,
+                                  seconds_left=elapsed / (state.step - first_step)
+                                  * (config.steps - state.step))
             if _periodic_save_due(state.step, stop, config.checkpoint_every):
                 _save(run, state, model, optimizer, ema, config=config, metrics={},
                       world=world)
@@ -440,6 +449,14 @@ def _place(model: nn.Module, device: torch.device, *, channels_last: bool) -> nn
 def _show(bar: tqdm, state: _State, config: TrainConfig, *, samples_per_second: float) -> None:
     loss = _recent_loss(state.history, config.log_every)
     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_second:.1f}")
+
+
+def _log_progress(run: RunRecord, state: _State, config: TrainConfig, *, lr: float,
+                  samples_per_second: float, seconds_left: float) -> None:
+    loss = _recent_loss(state.history, config.log_every)
+    logger.info("%s step %d/%d: loss %.4f, lr %.2e, %.1f samples/s, %.0f s left -> %s",
+                run.kind, state.step, config.steps, loss, lr, samples_per_second, seconds_left,
+                run.out)
 
 
 def _periodic_save_due(step: int, stop: int, every: int) -> bool:

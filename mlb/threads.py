@@ -1,0 +1,40 @@
+"""The one thread decision: how many CPU threads torch uses in this process.
+
+Every command that runs a network takes ``--threads N`` (``mlb.cli.fields.threads_option``)
+and a Dask worker applies its own ``--nthreads`` (``flows.runners.TorchThreads``); both end
+here. Why it is needed at all:
+
+- a Dask worker process starts with ``OMP_NUM_THREADS=1`` (Dask sets it for its workers), so
+  torch ran on one thread in a ``dask worker --nthreads 2``: 6.3 images/s relabelling the
+  290 human-seg photos against 20.1 in the flow's own process (issue 14);
+- on a machine shared with other jobs, one thread per process is often faster: busy-waiting
+  OpenMP threads thrash when the cores are oversubscribed (``ReproduceConfig.threads``).
+
+The environment variables are set too, so that processes started from this one (DataLoader
+workers, torchrun ranks, ONNX Runtime sessions) inherit the same budget.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["THREAD_VARIABLES", "use_threads"]
+
+# Read by OpenMP, MKL and OpenBLAS when a process starts: children inherit the choice.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def use_threads(threads: int) -> int:
+    """Run torch's intra-op work on ``threads`` threads in this process and its children.
+
+    Returns the number torch reports afterwards. ValueError naming the value unless it is a
+    positive int.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    import torch  # here: the CLI parser imports this module's users without torch
+
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    torch.set_num_threads(threads)
+    return torch.get_num_threads()
