@@ -5,6 +5,12 @@ read with ``torch.load(weights_only=True)``: loading never unpickles arbitrary o
 checkpoint can never run code. It carries the model config (to rebuild the network), the
 optional EMA weights (the next mean-teacher), optimizer state and step (to resume),
 the training config, the label version it learned from, and its metrics.
+
+Lineage (``lineage``, written since the lineage release): the label store as an absolute URI,
+the label version, and the path and sha256 of the checkpoint it started from (``init``) and
+of the teacher that made its labels, so that ``mlb checkpoint show`` can trace it without the
+paths it was trained with. Files without it still load (``lineage`` is then empty), and a
+checkpoint without lineage is written without the key, byte for byte as before.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from mlb.labels.store import file_sha256
 from mlb.models import ModelConfig, build_model_from_config
 
 FORMAT = "mlb-checkpoint/1"
@@ -50,9 +57,12 @@ class Checkpoint:
     history: dict[str, list[float]] = field(default_factory=dict)
     """Per-step training log as columns (``step``, ``lr``, loss terms): the loss curve,
     carried so that a resumed run continues it."""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    """Plain JSON: ``store`` (absolute URI), ``label_version``, ``init`` and ``teacher``
+    (each ``{"path", "sha256"}``); empty for files written before it existed."""
 
     def to_payload(self) -> dict[str, Any]:
-        return {
+        payload = {
             "format": FORMAT,
             "kind": self.kind,
             "model_config": self.model_config.model_dump(),
@@ -68,6 +78,23 @@ class Checkpoint:
             "metrics": self.metrics,
             "history": self.history,
         }
+        if self.lineage:  # absent otherwise: such files keep the bytes the last release wrote
+            payload["lineage"] = self.lineage
+        return payload
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a checkpoint file, cached per (absolute path, size, mtime) in this process;
+    FileNotFoundError naming the path."""
+    resolved = os.path.abspath(path)
+    stat = os.stat(resolved)
+    key = (resolved, stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = file_sha256(resolved)
+    return _SHA_CACHE[key]
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
@@ -142,6 +169,23 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not an {FORMAT} file (found format {found!r})")
+    try:
+        return _decoded(path, payload)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        # A file that claims the format but lacks a part, or holds one of the wrong type.
+        reason = f"missing {error}" if isinstance(error, KeyError) else " ".join(
+            str(error).split())[:300]
+        raise CheckpointError(f"{path} is damaged: {reason}") from error
+
+
+def _decoded(path: Path, payload: dict[str, Any]) -> Checkpoint:
+    for name, kind in (("kind", str), ("step", int), ("train_config", dict),
+                       ("metrics", dict), ("state_dict", dict)):
+        if not isinstance(payload[name], kind):
+            raise CheckpointError(f"{path} is damaged: its {name} is a "
+                                  f"{type(payload[name]).__name__}, expected {kind.__name__}")
     return Checkpoint(
         model_config=ModelConfig.model_validate(payload["model_config"]),
         state_dict=payload["state_dict"],
@@ -153,7 +197,15 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         label_version=payload["label_version"],
         metrics=payload["metrics"],
         history=payload.get("history", {}),  # absent in files written before it existed
+        lineage=_lineage(path, payload.get("lineage", {})),
     )
+
+
+def _lineage(path: Path, lineage: object) -> dict[str, Any]:
+    if not isinstance(lineage, dict):
+        raise CheckpointError(f"{path} is damaged: its lineage is a "
+                              f"{type(lineage).__name__}, expected a dict")
+    return lineage
 
 
 def load_model(

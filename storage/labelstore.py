@@ -56,8 +56,10 @@ from storage.layout import (
     committed_shards,
     latest_path,
     lock_path,
+    promoted_path,
     shard_dir,
     shard_name,
+    trainings_dir,
     version_dir,
     version_document,
 )
@@ -69,6 +71,7 @@ from storage.version import LabelVersion
 ID_LENGTH = 16  # hex digits of the sha256 kept in a version id: 64 bits, collisions negligible
 _VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_RECORD_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 DEFAULT_SHARD_SIZE = 64
 VERSION_PROBLEMS = -1  # key of the version's own problems (documents, id) in VerifyReport
 DEFAULT_LOCK_TIMEOUT_S = 600.0  # a shard write or a publish may take minutes on big images
@@ -251,6 +254,7 @@ class LabelStore:
             version_problems += check.problems
         if version_problems:
             problems[VERSION_PROBLEMS] = "; ".join(version_problems)
+        notes += self._training_notes(version_id)
         try:
             shard_count = int(draft["shard_count"])
         except (KeyError, TypeError, ValueError):
@@ -266,6 +270,92 @@ class LabelStore:
                             problems=problems,
                             pending_shards=sorted(set(range(shard_count)) - committed),
                             notes=notes)
+
+    # ------------------------------------------------ lineage kept beside a version
+
+    def record_training(self, version_id: str, key: str, record: dict[str, Any]) -> str:
+        """Keep ``record`` (plain JSON about a checkpoint trained on the published
+        ``version_id``) as ``trainings/<key>.json`` beside the version; returns its path.
+
+        One file per key (the caller's: one per checkpoint), so concurrent trainings never
+        overwrite each other's records. The record must name ``version_id`` as its
+        ``label_version``. The version's own files, checksums and id do not change; verify
+        lists the records in its notes and never counts them as the version's content.
+        """
+        version_id = self._resolve(version_id)
+        if not isinstance(key, str) or not _RECORD_KEY.fullmatch(key):
+            raise ValueError(f"training record key {key!r} is not usable: expected letters, "
+                             "digits, '_' or '-'")
+        if not isinstance(record, dict) or record.get("label_version") != version_id:
+            raise ValueError(f"a training record of {version_id} must be a dict naming it as "
+                             f"label_version, got {record!r:.200}")
+        if not self.root.exists(version_document(version_id, "version.json")):
+            raise VersionNotFound(f"no published label version {version_id!r} in {self.url}")
+        relative = f"{trainings_dir(version_id)}/{key}.json"
+        self.root.write_json(relative, record)
+        return self.root.path(relative)
+
+    def training_records(self, version_id: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """The training records beside ``version_id`` (sorted by key) and, separately, what
+        is wrong with any that cannot be used (each names its file); never raises on them."""
+        version_id = self._resolve(version_id)
+        folder = trainings_dir(version_id)
+        records, problems = [], []
+        unreadable = {os.path.normpath(path) for path in special_files(self.root, folder)}
+        for name in self.root.list_names(folder):
+            path = self.root.path(f"{folder}/{name}")
+            if not name.endswith(".json") or not _RECORD_KEY.fullmatch(name[:-5]):
+                if not name.endswith(".partial"):  # a write in progress (or killed)
+                    problems.append(f"{path}: not a training record (ignored)")
+                continue
+            if os.path.normpath(path) in unreadable:
+                problems.append(f"{path}: not a regular file (ignored)")
+                continue
+            try:
+                record = self.root.read_json(f"{folder}/{name}")
+            except (ValueError, OSError) as error:
+                problems.append(f"{path}: unreadable ({error}) (ignored)")
+                continue
+            if not isinstance(record, dict) or record.get("label_version") != version_id:
+                named = record.get("label_version") if isinstance(record, dict) else None
+                problems.append(f"{path}: names label version {named!r}, not {version_id} "
+                                "(ignored)")
+                continue
+            records.append(record)
+        return records, problems
+
+    def _training_notes(self, version_id: str) -> list[str]:
+        records, problems = self.training_records(version_id)
+        notes = [f"{len(records)} training record(s) beside the version (lineage only: not "
+                 "part of its bytes, checksums or id)"] if records else []
+        return notes + [f"training record {problem}" for problem in problems]
+
+    # ------------------------------------------------ the promoted pointer
+
+    def promoted(self, corpus: str) -> str | None:
+        """The version the corpus's current student learned from (set by a promotion), or
+        None when no student of this corpus was promoted yet (and in stores older than the
+        pointer)."""
+        pointer = self.root.read_json(promoted_path(corpus))
+        if pointer is None:
+            return None
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
+            raise LabelStoreError(f"{self.root.path(promoted_path(corpus))} is damaged "
+                                  '(expected {"version": ID}); the next promotion rewrites it')
+        return pointer["version"]
+
+    def move_promoted(self, version_id: str, corpus: str) -> None:
+        """Point ``corpus``'s promoted pointer at the published ``version_id`` of that
+        corpus (``latest`` is not touched)."""
+        _check_version_id(version_id)
+        document = self.root.read_json(version_document(version_id, "version.json"))
+        if document is None:
+            raise VersionNotFound(f"no published label version {version_id!r} in {self.url}")
+        if document.get("corpus") != corpus:
+            raise ValueError(f"version {version_id} labels corpus {document.get('corpus')!r}, "
+                             f"not {corpus!r}; a promoted pointer names its own corpus' labels")
+        with self._pointer_lock():
+            self.root.write_json(promoted_path(corpus), {"version": version_id})
 
     def _check_stored_shard(self, version_id: str, shard: int, published: dict[str, Any] | None
                             ) -> str | None:

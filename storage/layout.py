@@ -4,6 +4,8 @@ A store is a folder (local path or any fsspec URL) laid out as::
 
     latest.json                          {"version": id}: the store's last published version
     corpora/<corpus>/latest.json         the same, per corpus name
+    corpora/<corpus>/promoted.json       {"version": id}: the labels the corpus's current
+                                         student learned from (moved by a promotion only)
     locks/latest.lock                    local stores only: flock files (storage.locking)
     locks/<id>/draft.lock, shard-<k>.lock    removed once <id> is published
     versions/<id>/
@@ -19,6 +21,9 @@ A store is a folder (local path or any fsspec URL) laid out as::
                                          of every document above: storage.integrity)
         events.json                      wall-clock times; the only file that differs between
                                          a resumed and an uninterrupted run
+        trainings/<key>.json             one per checkpoint trained on the version (lineage,
+                                         written when a training starts); not part of the
+                                         version's documents, checksums or id
 
 Documents are JSON with sorted keys, so equal content is equal bytes. On a local file system
 each is written to ``<name>.partial`` and renamed into place (atomic); the ``.partial`` name is
@@ -90,6 +95,14 @@ def version_document(version_id: str, name: str) -> str:
 
 def latest_path(corpus: str | None = None) -> str:
     return "latest.json" if corpus is None else f"corpora/{corpus}/latest.json"
+
+
+def promoted_path(corpus: str) -> str:
+    return f"corpora/{corpus}/promoted.json"
+
+
+def trainings_dir(version_id: str) -> str:
+    return f"versions/{version_id}/trainings"
 
 
 def lock_path(version_id: str, shard: int | None = None) -> str:

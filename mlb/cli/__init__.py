@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 COMMANDS: tuple[str, ...] = (
     # in pipeline order, as `mlb --help` lists them
-    "synth", "relabel", "labels", "train", "evaluate", "predict", "export", "reproduce",
-    "bench",
+    "synth", "relabel", "labels", "train", "checkpoint", "evaluate", "predict", "export",
+    "reproduce", "bench",
 )
 
 

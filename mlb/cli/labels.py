@@ -1,7 +1,7 @@
 """``mlb labels``: look at and check the label versions in a store.
 
     mlb labels list --store labels/
-    mlb labels show latest --store labels/
+    mlb labels show latest --store labels/      # ... and the checkpoints trained on it
     mlb labels verify v-0123456789abcdef --store labels/
     mlb labels preview latest --store labels/ --out preview.png --count 8
     mlb labels score latest --store labels/ --alphas corpus/alphas [--json score.json]
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=run_list)
 
-    show = actions.add_parser("show", help="metadata, counts and lineage of one version")
+    show = actions.add_parser(
+        "show", help="metadata, counts, lineage and the checkpoints trained on one version")
     _version_arguments(show)
     show.set_defaults(func=run_show)
 
@@ -124,7 +126,14 @@ def describe(store: LabelStore, version: str) -> dict:
                 "samples": len(draft.manifest), "metadata": draft.metadata}
     document = dict(opened.document)
     document.pop("shard_checksums", None)  # one line per shard: verify is the tool for those
-    return {"version_id": opened.version_id, "published": True, **document}
+    records, problems = store.training_records(opened.version_id)
+    # Lineage the other way: the checkpoints trained on this version, recorded when each
+    # training started (mlb.train.lineage); "exists" says whether the file is still there.
+    trained = [{**record, "exists": isinstance(record.get("checkpoint"), str)
+                and os.path.isfile(record["checkpoint"])} for record in records]
+    extra = {"training_record_problems": problems} if problems else {}
+    return {"version_id": opened.version_id, "published": True, **document,
+            "trained_checkpoints": trained, **extra}
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -35,6 +35,8 @@ __all__ = [
     "VersionNotFound",
     "check_file_hash",
     "existing_store",
+    "file_sha256",
+    "store_uri",
 ]
 
 
@@ -69,3 +71,12 @@ def existing_store(path: str) -> LabelStore:
                                 + ("it is a file, not a folder" if os.path.exists(path)
                                    else "the folder does not exist (check the --store path)"))
     return LabelStore(path)
+
+
+def store_uri(store: str | os.PathLike[str]) -> str:
+    """The store's location as it can be used from anywhere: an fsspec URL as given, a local
+    path made absolute (what checkpoints, records and events carry; relative paths resolved
+    in another working directory would name another store)."""
+    store = os.fspath(store)
+    check_store_url(store)
+    return store if "://" in store else os.path.abspath(store)

@@ -12,15 +12,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from mlb.checkpoint import load_model
+from mlb.checkpoint import checkpoint_sha256, load_model
 from mlb.inference import (
     prepare_model,
 )
-from storage import (
-    file_sha256,
-)
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def teacher_sha256(path: str | os.PathLike[str]) -> str:
@@ -28,11 +23,7 @@ def teacher_sha256(path: str | os.PathLike[str]) -> str:
     resolved = os.path.abspath(path)
     if not os.path.isfile(resolved):
         raise FileNotFoundError(f"teacher checkpoint not found: {resolved}")
-    stat = os.stat(resolved)
-    key = (resolved, stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = file_sha256(resolved)
-    return _SHA_CACHE[key]
+    return checkpoint_sha256(resolved)
 
 
 

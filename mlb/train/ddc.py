@@ -26,6 +26,7 @@ from mlb.losses import LossConfig
 from mlb.models import MattingOutput, build_model_from_config
 from mlb.train.config import DEFAULT_LR, DdcRequest, TrainSummary
 from mlb.train.distributed import joins_process_group
+from mlb.train.lineage import run_lineage
 from mlb.train.loop import Batch, RunRecord, fit
 
 __all__ = ["TrimapDataset", "add_trimap", "ddc_dataset", "ddc_loss_terms", "train_ddc"]
@@ -92,6 +93,7 @@ def train_ddc(
     if request.init is not None:
         load_weights(model, request.init, model_config=request.model)
     run = RunRecord(out=Path(request.out), kind="ddc", model_config=request.model,
+                    lineage=run_lineage(init=request.init),
                     request=request.model_dump(mode="json"),
                     lr=request.train.lr or DEFAULT_LR["ddc"],
                     ema_momentum=request.train.ema_momentum)

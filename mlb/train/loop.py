@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Required, TypedDict, cast
 
@@ -102,6 +102,8 @@ class RunRecord:
     label_version: str | None = None
     ema_momentum: float | None = None
     """Keep an EMA copy (saved as ``ema_state_dict``) with this per-step momentum."""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    """The checkpoint's ``lineage`` (``mlb.train.lineage.run_lineage``)."""
 
 
 @dataclass
@@ -321,6 +323,7 @@ def _save(
         label_version=run.label_version,
         metrics=metrics,
         history=state.history,
+        lineage=run.lineage,
     )
     save_checkpoint(checkpoint, run.out)
     save_loss_curve(

@@ -38,7 +38,8 @@ from mlb.train.config import (
     TrainSummary,
 )
 from mlb.train.ddc import TrimapDataset, ddc_loss_terms
-from mlb.train.distributed import joins_process_group
+from mlb.train.distributed import current_world, joins_process_group
+from mlb.train.lineage import record_training, run_lineage
 from mlb.train.loop import Batch, RunRecord, fit
 
 __all__ = [
@@ -133,11 +134,16 @@ def train_student(
     if request.init is not None:
         load_weights(model, request.init, model_config=request.model)
     teacher_model = teacher_model_name(version.metadata)
+    lineage = run_lineage(init=request.init, store=request.store, version=version)
     run = RunRecord(out=Path(request.out), kind="student", model_config=request.model,
                     request=request.model_dump(mode="json"),
                     lr=request.train.lr or DEFAULT_LR["student"],
                     label_version=version.version_id,
-                    ema_momentum=student_ema_momentum(request, teacher_model))
+                    ema_momentum=student_ema_momentum(request, teacher_model),
+                    lineage=lineage)
+    if current_world().is_main:  # one record per checkpoint, not one per process
+        record_training(lineage, checkpoint=request.out, kind="student",
+                        model=request.model.name, steps=request.train.steps)
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
         return student_loss(prediction, batch, loss=request.loss, ddc_weight=request.ddc_weight,

@@ -24,6 +24,7 @@ from mlb.losses import LossConfig, matting_loss
 from mlb.models import MattingOutput, build_model_from_config
 from mlb.train.config import DEFAULT_LR, TeacherRequest, TrainSummary
 from mlb.train.distributed import joins_process_group
+from mlb.train.lineage import run_lineage
 from mlb.train.loop import Batch, RunRecord, fit
 
 __all__ = [
@@ -99,6 +100,7 @@ def train_teacher(
     if request.init is not None:
         load_weights(model, request.init, model_config=request.model)
     record = request.model_dump(mode="json")
+    init = request.init  # what the fine-tuning starts from: after pre-training, its checkpoint
     if request.pretrain_steps > 0:
         summary = _pretrain(model, request, record, resume=resume, overwrite=overwrite,
                             stop_at_step=stop_at_step, progress=progress)
@@ -106,11 +108,13 @@ def train_teacher(
                                     and stop_at_step <= request.pretrain_steps):
             return summary
         load_weights(model, summary.checkpoint, model_config=request.model)
+        init = summary.checkpoint
     if stop_at_step is not None:
         stop_at_step = max(0, stop_at_step - request.pretrain_steps)
     run = RunRecord(out=Path(request.out), kind="teacher", model_config=request.model,
                     request=record, lr=request.train.lr or DEFAULT_LR["teacher"],
-                    ema_momentum=request.train.ema_momentum)
+                    ema_momentum=request.train.ema_momentum,
+                    lineage=run_lineage(init=init))
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
         return teacher_loss(prediction, batch, loss=request.loss)
@@ -131,7 +135,8 @@ def _pretrain(model: torch.nn.Module, request: TeacherRequest, record: dict, *, 
     config = request.train.model_copy(update={"steps": request.pretrain_steps})
     run = RunRecord(out=pretrain_path(request.out), kind="teacher-pretrain",
                     model_config=request.model, request=record,
-                    lr=request.pretrain_lr or DEFAULT_LR["teacher-pretrain"])
+                    lr=request.pretrain_lr or DEFAULT_LR["teacher-pretrain"],
+                    lineage=run_lineage(init=request.init))
     dataset = segmentation_dataset(request.pretrain_images, request.pretrain_masks,
                                    request.augment)
     return fit(model, dataset, pretrain_loss, config=config, run=run, resume=resume,
