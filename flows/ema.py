@@ -4,9 +4,12 @@
           ->  train-student (from the current student, on the new version)
           ->  evaluate current and new students  ->  promote the new one if not worse
 
-The round itself (order, lineage, promotion rule, report) is ``mlb.train.ema_round``; this
-flow only says how each step runs: relabel as the Dask-fanned ``relabel`` flow, training and
-scoring as their retried tasks, and the round's metrics table as a markdown artifact.
+The round itself (order, lineage, bootstrap, promotion rule and promoted pointer, the
+"nothing new" check, report) is ``mlb.train.ema_round``; this flow only says how each step
+runs: relabel as the Dask-fanned ``relabel`` flow, training and scoring as their retried
+tasks, the round's metrics table as a markdown artifact, a promotion as the Prefect event
+``mlb.student.promoted`` and a round with nothing new to do as a Completed state named
+``NothingNew`` whose message says why.
 
 Scheduled daily at 03:00 UTC by prefect.yaml; docs/operations.md says how to pause it.
 """
@@ -18,6 +21,9 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.logging import get_run_logger
+from prefect.states import Completed, State
 
 from flows.evaluate import evaluate
 from flows.relabel import relabel
@@ -35,17 +41,23 @@ from mlb.train.ema_round import (
     round_markdown,
 )
 
-__all__ = ["PROMOTION_METRIC", "EmaRound", "EmaRoundRequest", "RoundPlan", "ema_relabel",
-           "is_not_worse", "round_markdown"]
+__all__ = ["NOTHING_NEW_STATE", "PROMOTED_EVENT", "PROMOTION_METRIC", "EmaRound",
+           "EmaRoundRequest", "RoundPlan", "ema_relabel", "emit_promotion", "is_not_worse",
+           "round_markdown"]
 
 plan_round = task(name="plan-round", cache_policy=NO_CACHE)(library.plan_round)
 promote = task(name="promote", retries=2, retry_delay_seconds=5,
                retry_condition_fn=retry_condition, cache_policy=NO_CACHE)(library.promote)
 
 
+PROMOTED_EVENT = "mlb.student.promoted"
+NOTHING_NEW_STATE = "NothingNew"
+
+
 @flow(name="ema-relabel")
 def ema_relabel(request: EmaRoundRequest, dask: DaskConfig = DaskConfig(),  # noqa: B008
-                retry: RetryPolicy = RetryPolicy()) -> EmaRound:  # noqa: B008
+                retry: RetryPolicy = RetryPolicy()  # noqa: B008
+                ) -> EmaRound | State[EmaRound]:
     """One mean-teacher round; the new student is promoted only if it is not worse."""
 
     def relabel_step(labels: RelabelRequest) -> str:
@@ -54,6 +66,24 @@ def ema_relabel(request: EmaRoundRequest, dask: DaskConfig = DaskConfig(),  # no
     result = library.run_round(request, RoundSteps(
         plan=plan_round, relabel=relabel_step, train=train_student,
         evaluate=evaluate, promote=promote))
+    get_run_logger().info("%s", result.message)
+    if result.outcome == "nothing-new":
+        return Completed(name=NOTHING_NEW_STATE, message=result.message, data=result)
     create_markdown_artifact(key="ema-round", markdown=Path(result.report).read_text(),
                              description=f"mean-teacher round {result.ema_round}")
+    if result.promoted:
+        emit_promotion(result)
     return result
+
+
+def emit_promotion(result: EmaRound) -> None:
+    """The event a promotion emits: the resource is the label version the new current
+    student learned from (what automations match on)."""
+    emit_event(event=PROMOTED_EVENT,
+               resource={"prefect.resource.id": f"mlb.label-version.{result.version_id}",
+                         "prefect.resource.name": result.version_id},
+               payload={"version": result.version_id, "corpus": result.corpus,
+                        "store": result.store, "student": result.student,
+                        "ema_round": result.ema_round, "metric": PROMOTION_METRIC,
+                        "new_metric": result.new_metric,
+                        "current_metric": result.current_metric})

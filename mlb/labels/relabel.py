@@ -58,10 +58,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mlb.checkpoint import Checkpoint, CheckpointError, read_checkpoint
-from mlb.data.corpus import find_segmentation_samples
+from mlb.data.corpus import CorpusScan, find_segmentation_samples
 from mlb.device import resolve_device
 from mlb.labels.checks import check_corpus_identity, check_parent_version
 from mlb.labels.identity import id_settings
@@ -112,20 +113,26 @@ def _version_id(request: RelabelRequest, manifest: Manifest, teacher_sha256: str
 # --------------------------------------------------------------------------- prepare
 
 
-def prepare_relabel(request: RelabelRequest) -> RelabelPlan:
-    """Scan the corpus, hash it into a manifest, compute the version id, open the draft.
+@dataclass(frozen=True)
+class _Identity:
+    """What a request's version id is made from, and the id."""
 
-    Resumes an existing draft of the same id (its recorded metadata wins) and reports a
-    published one as ``already_published`` with no pending shards.
-    """
-    config = request.config
+    version_id: str
+    teacher_sha256: str
+    checkpoint: Checkpoint
+    manifest: Manifest
+    scan: CorpusScan
+
+
+def _identify(request: RelabelRequest) -> _Identity:
     # The teacher first: a wrong path fails before the corpus is hashed.
     sha = teacher_sha256(request.teacher)
     checkpoint = read_checkpoint(request.teacher)
     if request.weights == "ema" and checkpoint.ema_state_dict is None:
         raise CheckpointError(f"{request.teacher} holds no EMA weights (weights='ema' was "
                               "asked for)")
-    scan = find_segmentation_samples(request.images, request.masks, skip_bad=config.skip_bad,
+    scan = find_segmentation_samples(request.images, request.masks,
+                                     skip_bad=request.config.skip_bad,
                                      check_headers=False)  # headers are read per shard
     if not scan.samples:
         raise ValueError(f"no usable image/mask pairs in {request.images} and {request.masks} "
@@ -133,7 +140,25 @@ def prepare_relabel(request: RelabelRequest) -> RelabelPlan:
     manifest = build_manifest(
         ((s.sample_id, s.image_path, s.mask_path) for s in scan.samples),
         corpus=request.corpus_name)
-    version_id = _version_id(request, manifest, sha)
+    return _Identity(_version_id(request, manifest, sha), sha, checkpoint, manifest, scan)
+
+
+def planned_version_id(request: RelabelRequest) -> str:
+    """The id of the version ``request`` makes (or made), without writing anything: the
+    corpus is scanned and hashed, as ``prepare_relabel`` does."""
+    return _identify(request).version_id
+
+
+def prepare_relabel(request: RelabelRequest) -> RelabelPlan:
+    """Scan the corpus, hash it into a manifest, compute the version id, open the draft.
+
+    Resumes an existing draft of the same id (its recorded metadata wins) and reports a
+    published one as ``already_published`` with no pending shards.
+    """
+    identity = _identify(request)
+    sha, checkpoint, manifest, scan = (identity.teacher_sha256, identity.checkpoint,
+                                       identity.manifest, identity.scan)
+    version_id = identity.version_id
     scan_quarantine = [QuarantinedSample(sample_id=q.sample_id, reason=q.reason, stage="scan",
                                          path=str(q.path)) for q in scan.quarantine]
     store = LabelStore(request.store)
