@@ -37,8 +37,7 @@ from tiny_data import TINY_TRAIN_FLAGS, write_tiny_corpus
 
 from mlb.cli import main
 from mlb.data.augment import AugmentConfig
-from mlb.labels.relabel import relabel
-from mlb.labels.request import RelabelConfig, RelabelRequest
+from mlb.labels.request import RelabelConfig
 from mlb.train import TrainConfig
 from mlb.train.ema_round import EmaRoundRequest, RoundError, bootstrap, plan_round
 from storage import LabelStore
@@ -75,9 +74,11 @@ def corpus(tmp_path_factory) -> dict:
         shutil.copy(image, validation / image.name)
     teacher = make_teacher(root / "teacher.pt")
     store = root / "labels"
-    version = relabel(RelabelRequest(teacher=str(teacher), images=str(tiny.images),
-                                     masks=str(tiny.masks), store=str(store), config=RELABEL),
-                      progress=False).version_id
+    # The first step on a new corpus, as docs/ema-rounds.md shows it.
+    assert main(["relabel", "--teacher", str(teacher), "--images", str(tiny.images),
+                 "--masks", str(tiny.masks), "--store", str(store), "--short-side", "32",
+                 "--batch-size", "2", "--shard-size", "2", "--device", "cpu", "--quiet"]) == 0
+    version = LabelStore(store).latest(corpus="images")
     return {"root": root, "images": tiny.images, "masks": tiny.masks, "store": store,
             "teacher": teacher, "version": version, "validation": validation}
 
@@ -236,13 +237,18 @@ def test_a_round_with_nothing_new_ends_quickly_saying_so(prefect_server, corpus,
 
 
 @pytest.mark.prefect_server
-def test_a_promotion_moves_the_pointer_and_emits_its_event(prefect_server, corpus, rounds):
+def test_a_promotion_moves_the_pointer_and_emits_its_event(prefect_server, corpus, rounds,
+                                                           capsys):
     truth = _truth_from(rounds["new_student"], corpus, corpus["root"] / "truth-b")
     request = rounds["request"].model_copy(update={"validation_alphas": str(truth)})
     final, _, _ = _run_round(prefect_server, request)
     assert final["type"] == "COMPLETED" and final["name"] == "Completed", final
+    capsys.readouterr()
     store = LabelStore(corpus["store"])
     assert store.promoted("images") == rounds["version"]
+    for version, promoted in ((rounds["version"], True), (corpus["version"], False)):
+        assert main(["labels", "show", version, "--store", str(corpus["store"])]) == 0
+        assert json.loads(capsys.readouterr().out)["promoted"] is promoted
     assert rounds["current"].read_bytes() == rounds["new_student"].read_bytes()
     backup = corpus["root"] / "rounds" / rounds["version"] / "previous-student.pt"
     assert backup.read_bytes() == rounds["student"].read_bytes()

@@ -132,8 +132,10 @@ def describe(store: LabelStore, version: str) -> dict:
     trained = [{**record, "exists": isinstance(record.get("checkpoint"), str)
                 and os.path.isfile(record["checkpoint"])} for record in records]
     extra = {"training_record_problems": problems} if problems else {}
+    # The corpus's promoted pointer: the labels its current student learned from (EMA rounds).
+    promoted = store.promoted(opened.corpus) == opened.version_id
     return {"version_id": opened.version_id, "published": True, **document,
-            "trained_checkpoints": trained, **extra}
+            "promoted": promoted, "trained_checkpoints": trained, **extra}
 
 
 def run_show(args: argparse.Namespace) -> int:
