@@ -44,7 +44,8 @@ from storage import LabelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 prefect_server = test_prefect_server.prefect_server  # the real server fixture, shared
-RELABEL = RelabelConfig(short_side=32, batch_size=2, shard_size=2, device="cpu")
+RELABEL = RelabelConfig(shard_size=2,
+                        inference={"short_side": 32, "batch_size": 2, "device": "cpu"})
 SHORT_SIDE = 32
 
 # One flow run in a fresh process, as a served deployment runs it; prints its final state.
@@ -90,9 +91,8 @@ def _request(data: dict, *, student: Path, alphas: Path, **changes) -> EmaRoundR
         validation_alphas=str(alphas), work=str(data["root"] / "rounds"),
         train=TrainConfig(steps=2, batch_size=2, lr=1e-2, warmup_steps=1, device="cpu",
                           checkpoint_every=0),
-        relabel=RELABEL, augment=AugmentConfig(short_side=32, crop_sizes=(32,), output_size=32,
-                                               eval_short_side=32),
-        short_side=SHORT_SIDE)
+        relabel=RELABEL, augment=AugmentConfig(short_side=32, crop_sizes=(32,), output_size=32),
+        inference={"short_side": SHORT_SIDE, "device": "cpu"})
     return EmaRoundRequest(**{**fields, **changes})
 
 
