@@ -115,7 +115,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def describe(store: LabelStore, version: str) -> dict:
     """What ``show`` prints: a published version's document, or a draft's progress."""
-    from mlb.labels.store import IncompleteVersion
+    from mlb.labels.store import IncompleteVersion, LabelStoreError
 
     try:
         opened = store.open_version(version)
@@ -133,7 +133,10 @@ def describe(store: LabelStore, version: str) -> dict:
                 and os.path.isfile(record["checkpoint"])} for record in records]
     extra = {"training_record_problems": problems} if problems else {}
     # The corpus's promoted pointer: the labels its current student learned from (EMA rounds).
-    promoted = store.promoted(opened.corpus) == opened.version_id
+    try:
+        promoted: bool | str = store.promoted(opened.corpus) == opened.version_id
+    except LabelStoreError as error:  # a damaged pointer is named, the version still shown
+        promoted = f"unknown: {error}"
     return {"version_id": opened.version_id, "published": True, **document,
             "promoted": promoted, "trained_checkpoints": trained, **extra}
 

@@ -178,12 +178,16 @@ def plan_round(request: EmaRoundRequest) -> RoundPlan:
 
 def bootstrap(request: EmaRoundRequest) -> str:
     """Copy the newest finished student with an EMA copy trained on the corpus's newest
-    label version to ``request.student``, and point the corpus's promoted pointer at that
-    version; returns the copied checkpoint. RoundError saying what to train first when
-    there is none."""
+    label version (its promoted one, if it has one) to ``request.student``, and point the
+    corpus's promoted pointer at that version; returns the copied checkpoint. RoundError
+    saying what to train first when there is none."""
     corpus, uri = request.corpus_name, store_uri(request.store)
     store = LabelStore(request.store)
-    latest = store.latest(corpus=corpus)
+    # A corpus that had a current student (the file was lost): the labels it learned from,
+    # not a rejected round's newer ones. The first time: the corpus's newest version.
+    promoted = store.promoted(corpus)
+    latest = promoted or store.latest(corpus=corpus)
+    which = "promoted" if promoted else "newest"
     if latest is None:
         raise RoundError(
             f"no current student at {request.student}, and corpus {corpus!r} has no published "
@@ -197,7 +201,7 @@ def bootstrap(request: EmaRoundRequest) -> str:
         why = f" ({'; '.join(passed)})" if passed else ""
         raise RoundError(
             f"no current student at {request.student}, and no finished student with an EMA "
-            f"copy was trained on {latest}, the newest label version of corpus {corpus!r} in "
+            f"copy was trained on {latest}, the {which} label version of corpus {corpus!r} in "
             f"{uri}{why}: train one first (mlb train student --store {uri} --labels {latest} "
             f"--init {teacher or 'TEACHER'} --ema --steps N --out {request.student})")
     source = max(found)[1]

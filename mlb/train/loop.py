@@ -48,6 +48,7 @@ from mlb.train.distributed import (
     synchronise_batch_norm,
 )
 from mlb.train.ema import make_ema, update_ema
+from mlb.train.lineage import record_training
 from mlb.train.prefetch import prefetched
 from mlb.train.sampling import SeededSamples, StepSampler
 
@@ -401,6 +402,11 @@ def fit(
     stop = config.steps if stop_at_step is None else min(config.steps, stop_at_step)
     if state.step >= stop:
         return _summary(run, state, config, seconds=0.0, samples=0, world=world)
+    if world.is_main and "label_version" in run.lineage:
+        # Beside the label version, once the run is known to go ahead (a refused resume or
+        # overwrite records nothing): one record per checkpoint, not one per process.
+        record_training(run.lineage, checkpoint=run.out, kind=run.kind,
+                        model=run.model_config.name, steps=config.steps)
     model.train()
     trained = data_parallel(model, world, device)
     started, samples, first_step = time.perf_counter(), 0, state.step

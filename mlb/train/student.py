@@ -38,8 +38,8 @@ from mlb.train.config import (
     TrainSummary,
 )
 from mlb.train.ddc import TrimapDataset, ddc_loss_terms
-from mlb.train.distributed import current_world, joins_process_group
-from mlb.train.lineage import record_training, run_lineage
+from mlb.train.distributed import joins_process_group
+from mlb.train.lineage import run_lineage
 from mlb.train.loop import Batch, RunRecord, fit
 
 __all__ = [
@@ -141,9 +141,6 @@ def train_student(
                     label_version=version.version_id,
                     ema_momentum=student_ema_momentum(request, teacher_model),
                     lineage=lineage)
-    if current_world().is_main:  # one record per checkpoint, not one per process
-        record_training(lineage, checkpoint=request.out, kind="student",
-                        model=request.model.name, steps=request.train.steps)
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
         return student_loss(prediction, batch, loss=request.loss, ddc_weight=request.ddc_weight,
