@@ -30,6 +30,7 @@ from flows.relabel import relabel
 from flows.runners import DaskConfig, RetryPolicy, retry_condition
 from flows.training import train_student
 from mlb.labels.request import RelabelRequest
+from mlb.labels.store import store_uri
 from mlb.train import ema_round as library
 from mlb.train.ema_round import (
     PROMOTION_METRIC,
@@ -83,7 +84,8 @@ def emit_promotion(result: EmaRound) -> None:
                resource={"prefect.resource.id": f"mlb.label-version.{result.version_id}",
                          "prefect.resource.name": result.version_id},
                payload={"version": result.version_id, "corpus": result.corpus,
-                        "store": result.store, "student": result.student,
+                        "store": result.store, "store_uri": store_uri(result.store),
+                        "student": result.student,
                         "ema_round": result.ema_round, "metric": PROMOTION_METRIC,
                         "new_metric": result.new_metric,
                         "current_metric": result.current_metric})

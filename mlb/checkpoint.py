@@ -6,11 +6,12 @@ checkpoint can never run code. It carries the model config (to rebuild the netwo
 optional EMA weights (the next mean-teacher), optimizer state and step (to resume),
 the training config, the label version it learned from, and its metrics.
 
-Lineage (``lineage``, written since the lineage release): the label store as an absolute URI,
-the label version, and the path and sha256 of the checkpoint it started from (``init``) and
-of the teacher that made its labels, so that ``mlb checkpoint show`` can trace it without the
-paths it was trained with. Files without it still load (``lineage`` is then empty), and a
-checkpoint without lineage is written without the key, byte for byte as before.
+Lineage (``lineage``, written since the lineage release): the label store (an absolute path
+or URL), the label version, and the path and sha256 of the checkpoint it started from
+(``init``) and of the teacher that made its labels, so that ``mlb checkpoint show`` can
+trace it without the paths it was trained with. Files without it still load (``lineage`` is
+then empty), and a checkpoint without lineage is written without the key, byte for byte as
+before.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Checkpoint:
     """Per-step training log as columns (``step``, ``lr``, loss terms): the loss curve,
     carried so that a resumed run continues it."""
     lineage: dict[str, Any] = field(default_factory=dict)
-    """Plain JSON: ``store`` (absolute URI), ``label_version``, ``init`` and ``teacher``
+    """Plain JSON: ``store`` (absolute path or URL), ``label_version``, ``init`` and ``teacher``
     (each ``{"path", "sha256"}``); empty for files written before it existed."""
 
     def to_payload(self) -> dict[str, Any]:

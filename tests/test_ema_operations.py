@@ -262,4 +262,5 @@ def test_a_promotion_moves_the_pointer_and_emits_its_event(prefect_server, corpu
     assert event["resource"]["prefect.resource.id"] == f"mlb.label-version.{rounds['version']}"
     assert event["payload"]["corpus"] == "images"
     assert event["payload"]["store"] == str(corpus["store"])  # absolute
+    assert event["payload"]["store_uri"] == corpus["store"].as_uri()
     assert event["payload"]["new_metric"] <= event["payload"]["current_metric"]

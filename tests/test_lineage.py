@@ -31,7 +31,7 @@ from mlb.cli import build_parser, main
 from mlb.labels.relabel import relabel
 from mlb.labels.teacher import teacher_sha256
 from mlb.models import ModelConfig, build_model
-from storage import file_sha256
+from storage import LabelStore, file_sha256
 
 STUDENT_FLAGS = [*TINY_TRAIN_FLAGS, "--steps", "2", "--checkpoint-every", "0"]
 
@@ -75,8 +75,8 @@ def test_concurrent_trainings_are_all_listed_and_change_nothing_of_the_version(
     assert main(["labels", "show", version, "--store", str(store)]) == 0
     shown = json.loads(capsys.readouterr().out)
     trained = {record["checkpoint"]: record for record in shown["trained_checkpoints"]}
-    assert set(trained) == {str(out) for out in outs}
-    for record in trained.values():
+    assert {str(out) for out in outs} <= set(trained)
+    for record in (trained[str(out)] for out in outs):
         assert record["exists"] and record["kind"] == "student" and record["model"] == MODEL
         assert record["teacher_sha256"] == teacher_sha256(teacher)
         assert record["init_sha256"] == file_sha256(teacher)
@@ -86,6 +86,28 @@ def test_concurrent_trainings_are_all_listed_and_change_nothing_of_the_version(
     assert main(["labels", "verify", version, "--store", str(store), "--quiet"]) == 0
     line = capsys.readouterr().out
     assert f"{version}: ok" in line and "2 training record(s)" in line
+
+
+def test_a_refused_training_records_nothing(labelled, tmp_path, capsys):
+    # A second version of the corpus (another inference size), and a checkpoint of the first.
+    store, teacher = labelled["store"], labelled["teacher"]
+    out = tmp_path / "student.pt"
+    assert main(["train", "student", "--store", str(store), "--labels", labelled["version"],
+                 "--out", str(out), *STUDENT_FLAGS]) == 0
+    root = labelled["root"]
+    other = relabel(make_request(teacher, root / "corpus" / "images", root / "corpus" / "masks",
+                                 store, short_side=40, shard_size=2, batch_size=2),
+                    progress=False).version_id
+    capsys.readouterr()
+    # Without --overwrite the run is refused: the second version must not claim the file.
+    assert main(["train", "student", "--store", str(store), "--labels", other,
+                 "--out", str(out), *STUDENT_FLAGS]) == 2
+    assert "exists" in _one_error(capsys.readouterr().err, "train")
+    assert LabelStore(store).training_records(other) == ([], [])
+    assert main(["train", "student", "--store", str(store), "--labels", other,
+                 "--out", str(out), *STUDENT_FLAGS, "--overwrite"]) == 0
+    (record,), _ = LabelStore(store).training_records(other)
+    assert record["checkpoint"] == str(out)
 
 
 def test_records_cannot_hide_damage_or_pass_as_another_versions(labelled, tmp_path, capsys):
@@ -121,7 +143,7 @@ def test_records_cannot_hide_damage_or_pass_as_another_versions(labelled, tmp_pa
 
 
 def test_checkpoint_show_prints_lineage_both_ways(labelled, tmp_path, capsys):
-    store, version, teacher = labelled["store"], labelled["version"], labelled["teacher"]
+    store, teacher = labelled["store"], labelled["teacher"]
     out = tmp_path / "student.pt"
     relative_store = os.path.relpath(store)
     assert main(["train", "student", "--store", relative_store, "--labels", "latest",
@@ -130,14 +152,15 @@ def test_checkpoint_show_prints_lineage_both_ways(labelled, tmp_path, capsys):
     assert main(["checkpoint", "show", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["store"] == str(store) and info["store_is_absolute"]
-    assert info["label_version"] == version and info["kind"] == "student"
+    assert info["label_version"] == LabelStore(store).latest() and info["kind"] == "student"
     assert info["network"]["name"] == MODEL and info["steps"] == info["planned_steps"] == 2
     assert info["init"] == {"path": str(teacher), "sha256": file_sha256(teacher)}
     assert info["teacher"]["sha256"] == teacher_sha256(teacher)
     assert info["sha256"] == file_sha256(out) and "final_loss" in info["metrics"]
     assert main(["checkpoint", "show", str(out)]) == 0
     text = capsys.readouterr().out
-    assert f"label version: {version}" in text and f"store:         {store}" in text
+    assert f"label version: {info['label_version']}" in text
+    assert f"store:         {store}" in text
     assert file_sha256(teacher) in text
 
 

@@ -3,7 +3,7 @@
     mlb checkpoint show runs/student.pt
     mlb checkpoint show runs/student.pt --json
 
-Prints the network, the label version and its store (an absolute URI), the sha256 of the
+Prints the network, the label version and its store (an absolute path or URL), the sha256 of the
 checkpoint it started from (``init``) and of the teacher that made its labels, its steps and
 metrics (``mlb.train.lineage.describe_checkpoint``). The file is read safely: a damaged or
 unsafe one is one error line, never loaded as code.

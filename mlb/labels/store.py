@@ -9,6 +9,7 @@ No torch: the CLI's listing commands import this without the network code.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from storage import (
     IncompleteVersion,
@@ -36,6 +37,7 @@ __all__ = [
     "check_file_hash",
     "existing_store",
     "file_sha256",
+    "store_location",
     "store_uri",
 ]
 
@@ -73,10 +75,17 @@ def existing_store(path: str) -> LabelStore:
     return LabelStore(path)
 
 
-def store_uri(store: str | os.PathLike[str]) -> str:
-    """The store's location as it can be used from anywhere: an fsspec URL as given, a local
-    path made absolute (what checkpoints, records and events carry; relative paths resolved
-    in another working directory would name another store)."""
+def store_location(store: str | os.PathLike[str]) -> str:
+    """The store as it can be used from anywhere, e.g. as ``--store``: an fsspec URL as given,
+    a local path made absolute (what checkpoints and training records carry: a relative path
+    read in another working directory would name another store)."""
     store = os.fspath(store)
     check_store_url(store)
     return store if "://" in store else os.path.abspath(store)
+
+
+def store_uri(store: str | os.PathLike[str]) -> str:
+    """The store as a URI: ``file:///...`` for a local path, an fsspec URL as given (what
+    events and artifacts name)."""
+    location = store_location(store)
+    return location if "://" in location else Path(location).as_uri()

@@ -59,7 +59,7 @@ from mlb.inference import InferenceConfig, nest_inference_fields
 from mlb.labels.metadata import LabelVersionMetadata
 from mlb.labels.relabel import planned_version_id, relabel
 from mlb.labels.request import RelabelConfig, RelabelRequest
-from mlb.labels.store import LabelStore, VersionNotFound, store_uri
+from mlb.labels.store import LabelStore, VersionNotFound, store_location
 from mlb.losses import LossConfig
 from mlb.models import ModelConfig
 from mlb.train.config import PathText, StudentRequest, TrainConfig, TrainSummary
@@ -127,7 +127,7 @@ class EmaRound(FrozenConfig):
     message: str
     """One line for logs and the flow run's state."""
     store: str
-    """The label store's absolute URI."""
+    """The label store as an absolute path (or its fsspec URL)."""
     corpus: str
     bootstrapped_from: str | None = None
     """The checkpoint copied to ``request.student`` when the round had to bootstrap."""
@@ -181,7 +181,7 @@ def bootstrap(request: EmaRoundRequest) -> str:
     label version (its promoted one, if it has one) to ``request.student``, and point the
     corpus's promoted pointer at that version; returns the copied checkpoint. RoundError
     saying what to train first when there is none."""
-    corpus, uri = request.corpus_name, store_uri(request.store)
+    corpus, uri = request.corpus_name, store_location(request.store)
     store = LabelStore(request.store)
     # A corpus that had a current student (the file was lost): the labels it learned from,
     # not a rejected round's newer ones. The first time: the corpus's newest version.
@@ -308,7 +308,7 @@ def run_round(request: EmaRoundRequest, steps: RoundSteps = RoundSteps()) -> Ema
         student=trained.checkpoint, current_metric=current_metric, new_metric=new_metric,
         promoted=better, report=str(report), outcome="promoted" if better else "rejected",
         message=_decision_line(plan, version_id, current_metric, new_metric, promoted=better),
-        store=store_uri(request.store), corpus=plan.corpus,
+        store=store_location(request.store), corpus=plan.corpus,
         bootstrapped_from=plan.bootstrapped_from)
     _write_round_record(folder, result, student_sha256=plan.student_sha256, request=request)
     logger.info("%s", result.message)

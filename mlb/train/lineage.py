@@ -1,7 +1,7 @@
 """Lineage both ways: what a checkpoint was trained from, and what was trained on a version.
 
-- In the checkpoint (``Checkpoint.lineage``): the label store as an absolute URI, the label
-  version, and the path and sha256 of the ``init`` checkpoint and of the teacher that made
+- In the checkpoint (``Checkpoint.lineage``): the label store (an absolute path or URL), the
+  label version, and the path and sha256 of the ``init`` checkpoint and of the teacher that made
   the labels. Hashes, because paths move and files get replaced: the sha256 says which bytes.
 - Beside the label version (``LabelStore.record_training``): one small record per checkpoint,
   written when its training starts, so that ``mlb labels show V`` lists the students trained
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mlb.checkpoint import CheckpointError, checkpoint_sha256, read_checkpoint
 from mlb.labels.metadata import LabelVersionMetadata
-from mlb.labels.store import LabelStore, LabelStoreError, LabelVersion, store_uri
+from mlb.labels.store import LabelStore, LabelStoreError, LabelVersion, store_location
 
 __all__ = ["CheckpointInfo", "FileRef", "describe_checkpoint", "record_key", "record_training",
            "run_lineage"]
@@ -40,7 +40,7 @@ def run_lineage(*, init: str | None, store: str | None = None,
     lineage: dict[str, Any] = {}
     if version is not None and store is not None:
         teacher = LabelVersionMetadata.parse(version.metadata).teacher
-        lineage.update(store=store_uri(store), label_version=version.version_id,
+        lineage.update(store=store_location(store), label_version=version.version_id,
                        teacher={"path": teacher.path, "sha256": teacher.sha256})
     if init is not None:
         lineage["init"] = {"path": os.path.abspath(init), "sha256": checkpoint_sha256(init)}
@@ -97,7 +97,7 @@ class CheckpointInfo(BaseModel):
     planned_steps: int | None
     label_version: str | None
     store: str | None
-    """Absolute URI, or the path as the training was given it (older checkpoints)."""
+    """Absolute path or URL, or the path as the training was given it (older checkpoints)."""
     store_is_absolute: bool
     init: FileRef | None
     teacher: FileRef | None
