@@ -135,22 +135,52 @@ def external_cluster(tmp_path):
                 process.wait(timeout=10)
 
 
-def test_external_dask_workers_run_torch_on_their_nthreads(external_cluster):
+def _torch_threads_while_busy() -> int:
+    """Runs torch, then holds its executor thread a moment (two at once use both threads)."""
+    import time
+
+    import torch
+
+    torch.ones(64, 64) @ torch.ones(64, 64)  # OpenMP fixes this thread's count now
+    time.sleep(1.5)
+    return torch.get_num_threads()
+
+
+def test_external_dask_workers_run_torch_on_their_nthreads(external_cluster, tmp_path):
+    from relabel_corpus import make_corpus, make_request, make_teacher
+
     from flows.runners import install_worker_plugins
+    from mlb.labels.relabel import prepare_relabel, relabel_shards
 
     client, add_worker = external_cluster
     add_worker(2)
     client.wait_for_workers(1, timeout=120)
+    (first,) = client.scheduler_info()["workers"]
     before = client.submit(_torch_threads, pure=False).result()
-    # The fault the plugin mends: Dask sets OMP_NUM_THREADS=1 and torch follows it.
+    # The fault the plugin mends: Dask sets OMP_NUM_THREADS=1 and torch follows it. Both
+    # executor threads run torch now, so both keep that count (OpenMP's is per thread).
     assert before == {"torch": 1, "omp": "1", "worker_nthreads": 2}, before
+    busy = [client.submit(_torch_threads_while_busy, pure=False, workers=[first])
+            for _ in range(2)]
+    assert client.gather(busy) == [1, 1]
 
     install_worker_plugins(client)  # what the relabel flow does before its first shard task
     add_worker(2)  # a worker that joins later gets the plugins too
     client.wait_for_workers(2, timeout=120)
-    seen = {}
-    for worker in client.scheduler_info()["workers"]:
-        seen[worker] = client.submit(_torch_threads, pure=False, workers=[worker]).result()
-    assert len(seen) == 2
-    assert all(found == {"torch": 2, "omp": "2", "worker_nthreads": 2}
-               for found in seen.values()), seen
+    (later,) = set(client.scheduler_info()["workers"]) - {first}
+    # Real shard tasks, two at once on the first worker (both of its threads), one on the
+    # later worker: each labels with torch on the worker's 2 threads.
+    images, masks = make_corpus(tmp_path / "corpus", 6)
+    request = make_request(make_teacher(tmp_path / "teacher.pt"), images, masks,
+                           tmp_path / "labels", shard_size=2, batch_size=2, short_side=32)
+    plan = prepare_relabel(request)
+    assert plan.pending_shards == [0, 1, 2]
+    stats = client.gather([client.submit(relabel_shards, request, version_id=plan.version_id,
+                                         shards=[shard], pure=False, workers=[worker])
+                           for shard, worker in zip(plan.pending_shards, [first, first, later],
+                                                    strict=True)])
+    assert [item.torch_threads for item in stats] == [2, 2, 2], stats
+    assert [item.shards_written for item in stats] == [[0], [1], [2]]
+    for worker in (first, later):
+        found = client.submit(_torch_threads, pure=False, workers=[worker]).result()
+        assert found["omp"] == "2" and found["worker_nthreads"] == 2, found  # for children

@@ -82,6 +82,7 @@ from mlb.labels.request import (
     ShardStats,
 )
 from mlb.labels.teacher import TEACHERS, teacher_sha256, this_process
+from mlb.threads import follow_process_threads
 from storage import (
     DraftVersion,
     LabelStore,
@@ -233,6 +234,7 @@ def relabel_shards(request: RelabelRequest, *, version_id: str, shards: Sequence
             f"this request describes version {expected}, not {version_id}: the teacher file "
             f"{request.teacher} or the relabel settings differ from the ones the draft was "
             "prepared with")
+    threads = follow_process_threads()  # a Dask worker's --nthreads, in this pool thread too
     inference = request.config.inference
     model = TEACHERS.get(request.teacher, sha256=sha, weights=request.weights,
                          device=resolve_device(inference.device),
@@ -243,7 +245,7 @@ def relabel_shards(request: RelabelRequest, *, version_id: str, shards: Sequence
                       shards_skipped=done.skipped, labelled=done.labelled,
                       quarantined=done.quarantined, seconds=round(seconds, 3),
                       samples_per_s=round(done.labelled / seconds, 2) if seconds else 0.0,
-                      **this_process())
+                      torch_threads=threads, **this_process())
 
 
 # --------------------------------------------------------------------------- publish

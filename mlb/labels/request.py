@@ -94,6 +94,8 @@ class ShardStats(_Record):
     teacher_loads: int = 0
     """Teachers this process has loaded so far: stays 1 on a worker that labels many shards
     with one teacher (the cache in :func:`cached_teacher`)."""
+    torch_threads: int = 0
+    """CPU threads torch ran the teacher with (0: no shard was labelled)."""
 
 
 class RelabelSummary(_Record):
