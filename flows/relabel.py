@@ -56,8 +56,8 @@ _TASK_OPTIONS = {"retries": 2, "retry_delay_seconds": 10, "retry_condition_fn": 
 
 
 @task(name="prepare", **_TASK_OPTIONS)
-def prepare(request: RelabelRequest) -> RelabelPlan:
-    return prepare_relabel(request)
+def prepare(request: RelabelRequest, run: dict[str, str] | None = None) -> RelabelPlan:
+    return prepare_relabel(request, run=run)
 
 
 @task(name="relabel-shards", task_run_name="relabel-shards-{shards}", **_TASK_OPTIONS)
@@ -92,7 +92,8 @@ def relabel(request: RelabelRequest, dask: DaskConfig = DaskConfig(),  # noqa: B
     """
     request = start_run(request)
     log = get_run_logger()
-    plan = with_retries(prepare, retry)(request)
+    run = {"prefect_flow_run_id": flow_run_id()} if flow_run_id() else None
+    plan = with_retries(prepare, retry)(request, run)
     log.info("version %s of corpus %r in %s: %d samples, %d shards, %d to label%s",
              plan.version_id, plan.corpus, store_uri(request.store), plan.samples,
              plan.shard_count, len(plan.pending_shards),
