@@ -127,6 +127,13 @@ class Server:
 
         return self.wait_for(f"flow run {flow_run_id}", finished, timeout_s=timeout_s)
 
+    def wait_logs(self, flow_run_id: str, *facts: str, timeout_s: float = 60) -> str:
+        """The run's log once it holds every fact (logs reach the API in batches)."""
+        return self.wait_for(
+            f"{facts} in the log of {flow_run_id}",
+            lambda: (logs := self.run_logs(flow_run_id)) if all(f in logs for f in facts)
+            else None, timeout_s=timeout_s)
+
     def run_logs(self, flow_run_id: str) -> str:
         logs = self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}},
                                           "sort": "TIMESTAMP_ASC", "limit": 200})
@@ -426,8 +433,8 @@ class TestServed:
         assert run["state_type"] == "COMPLETED", (run["state"], served.run_logs(run["id"]))
         assert run["parameters"]["request"]["store"] == str(root / "labels")
         assert (root / "checkpoints" / "students" / f"{version}.pt").is_file()
-        logs = served.run_logs(run["id"])
-        assert f"training student on label version '{version}'" in logs, logs
+        served.wait_logs(run["id"], f"training student on label version '{version}'",
+                         f"label version {version}")
         automation = next(a for a in served.post("/automations/filter", {})
                           if a["name"] == "train-student__automation_1")
         VALUES["AUTOMATION_ID"] = automation["id"]
@@ -437,12 +444,10 @@ class TestServed:
     def test_6_watch_logs_and_artifacts(self, served):
         outputs = self.documented(served, "6.")
         version, run_id = VALUES["VERSION"], VALUES["FLOW_RUN_ID"]
-        logs = served.run_logs(run_id)
         root = VALUES["root"]
-        for fact in (f"data root {root} (from Prefect Variable 'mlb-data-root')", version,
-                     (root / "labels").as_uri(), "labelled 6", "shard task 1/",
-                     "event mlb.label-version.published emitted"):
-            assert fact in logs, (fact, logs)
+        served.wait_logs(run_id, f"data root {root} (from Prefect Variable 'mlb-data-root')",
+                         version, (root / "labels").as_uri(), "labelled 6", "shard task 1/",
+                         "event mlb.label-version.published emitted")
         assert f"relabel-summary-{version}" in outputs[-2]  # artifact ls
         assert (root / "labels").as_uri() in outputs[-1]  # artifact inspect
         artifacts = served.post("/artifacts/filter", {})
@@ -548,7 +553,7 @@ class TestWorkPool:
         process = start_serve(prefect_server, cwd=tmp_path, log=tmp_path / "serve.log")
         try:
             prefect_server.shell(_section("9.")[0] + " || true", cwd=PROJECT_ROOT)
-            done = prefect_server.shell(_documented("prefect deploy"), cwd=PROJECT_ROOT,
+            done = prefect_server.shell(_documented("prefect deploy --all"), cwd=PROJECT_ROOT,
                                         check=False)
         finally:
             _stop(process, sig=signal.SIGTERM, timeout_s=60)
@@ -562,7 +567,7 @@ class TestWorkPool:
         names = [entry["name"] for entry in yaml.safe_load(PROJECT_FILE.read_text())["deployments"]]
         for name in names:  # switching from serve, as docs/operations.md says
             prefect_server.cli("deployment", "delete", f"{name}/{name}")
-        prefect_server.shell(_documented("prefect deploy"), cwd=PROJECT_ROOT, timeout_s=300)
+        prefect_server.shell(_documented("prefect deploy --all"), cwd=PROJECT_ROOT, timeout_s=300)
         relabel = _deployment(prefect_server, "relabel")
         assert relabel["work_pool_name"] == "mlb"
         assert relabel["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {
@@ -592,5 +597,5 @@ class TestWorkPool:
         finally:
             _stop(worker, sig=signal.SIGTERM, timeout_s=60)
         assert run["state_type"] == "COMPLETED", (run["state"], prefect_server.run_logs(run["id"]))
-        logs = prefect_server.run_logs(run["id"])
-        assert "data root" in logs and "teacher.pt on 2 images" in logs, logs
+        prefect_server.wait_logs(run["id"], f"data root {root} (from Prefect Variable",
+                                 "teacher.pt on 2 images")
