@@ -129,10 +129,12 @@ class Server:
 
     def wait_logs(self, flow_run_id: str, *facts: str, timeout_s: float = 60) -> str:
         """The run's log once it holds every fact (logs reach the API in batches)."""
-        return self.wait_for(
-            f"{facts} in the log of {flow_run_id}",
-            lambda: (logs := self.run_logs(flow_run_id)) if all(f in logs for f in facts)
-            else None, timeout_s=timeout_s)
+        def holds_all() -> str | None:
+            logs = self.run_logs(flow_run_id)
+            return logs if all(fact in logs for fact in facts) else None
+
+        return self.wait_for(f"{facts} in the log of {flow_run_id}", holds_all,
+                             timeout_s=timeout_s)
 
     def run_logs(self, flow_run_id: str) -> str:
         logs = self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}},
@@ -396,12 +398,12 @@ class TestServed:
         dask_run = next(run for command, run in VALUES["runs"] if "-p dask" in command)
         assert dask_run["parameters"]["dask"] == {"workers": 0}
         assert dask_run["parameters"]["request"]["store"] == "labels"
-        # --param request.config.short_side made another version, under the same root.
+        # --param request.config.inference.short_side made another version, same root.
         assert len(store.versions()) == 2, store.versions()
         assert not (VALUES["elsewhere"] / "labels").exists()
 
     def test_4_bad_parameters_are_refused_in_one_line(self, served):
-        done = served.shell("mlb-flows run relabel --param request.config.batch_size=0",
+        done = served.shell("mlb-flows run relabel --param request.config.inference.batch_size=0",
                             cwd=VALUES["elsewhere"], check=False)
         assert done.returncode == 2 and "batch_size" in done.stderr, done
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
