@@ -188,14 +188,15 @@ def prefect_server(tmp_path_factory) -> Iterator[Server]:
 # --------------------------------------------------------------------------- the docs' commands
 
 
-def documented_commands(path: Path = DOCS) -> list[tuple[str, str]]:
+def documented_commands(path: Path = DOCS, *, text: str | None = None
+                        ) -> list[tuple[str, str]]:
     """(section title, command) for every command of ``path``'s bash blocks, in order.
 
     Continuation lines (a trailing backslash, or an open quote) are joined; comments after
     `` # `` and comment lines are dropped.
     """
     commands, section, block, pending = [], "", False, ""
-    for line in path.read_text().splitlines():
+    for line in (path.read_text() if text is None else text).splitlines():
         if line.startswith("## "):
             section = line[3:].strip()
         if line.startswith("```"):
@@ -245,6 +246,13 @@ def test_every_documented_command_has_a_test():
     assert all(section.split(".")[0] in {"2", "3", "4", "5", "6", "7", "8", "9"}
                for section, command in documented_commands() if command in run_here), run_here
     assert {"1. Start a server", "9. A process work pool instead of serve"} <= sections
+    # README's operator section shows a few of them: the same text, so run here too.
+    readme = PROJECT_ROOT / "README.md"
+    text = readme.read_text()
+    section = text[text.index("## Operating it with Prefect"):text.index("## Results")]
+    shown = [command for _, command in documented_commands(text=section)]
+    documented = {command for _, command in documented_commands()}
+    assert shown and set(shown) <= documented, set(shown) - documented
 
 
 # --------------------------------------------------------------------------- the data root
