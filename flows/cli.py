@@ -17,7 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 from prefect.exceptions import ObjectNotFound, ParameterTypeError, PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL
 
 from flows.deploy import PROJECT_FILE
 
@@ -103,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except httpx.TransportError as error:
+        print(f"mlb-flows {args.command}: error: cannot reach the Prefect API at "
+              f"{PREFECT_API_URL.value()} ({error}); start the server or set PREFECT_API_URL",
+              file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError, ParameterTypeError, ObjectNotFound,
             PrefectHTTPStatusError, TimeoutError) as error:
         # Expected failures (bad paths, bad values) get one clear line, like `mlb`.

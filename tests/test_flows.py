@@ -544,3 +544,13 @@ def test_run_overrides_set_single_fields_and_name_bad_ones():
     with pytest.raises(ValueError, match=r"'teacher' holds 'a\.pt', not an object"):
         submit.with_overrides(defaults, {"request.teacher.x": 1})
     assert submit.deployment_name("relabel") == "relabel/relabel"
+
+
+def test_run_names_an_unreachable_server_in_one_line(capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:1/api"}):
+        assert cli.main(["run", "relabel"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlb-flows run: error: cannot reach the Prefect API at "
+                          "http://127.0.0.1:1/api") and len(err.strip().splitlines()) == 1
