@@ -152,9 +152,13 @@ def folder_digest(folder: str | os.PathLike[str]) -> tuple[int, str]:
     return len(files), digest.hexdigest()
 
 
-def _check(option: str, scan: Callable[[], CorpusScan]) -> CorpusScan:
-    """Run a strict scan; any problem becomes one ValueError naming ``option``."""
+def _check(option: str, scan: Callable[[], CorpusScan], *folders: str | Path) -> CorpusScan:
+    """Run a strict scan; any problem becomes one ValueError naming ``option``. An empty
+    folder of ``folders`` is named as such (not as every partner lacking its file)."""
     try:
+        for folder in folders:
+            if not list_images(folder):
+                raise ValueError(f"no images in {folder}")
         result = scan()
     except (ValueError, FileNotFoundError) as error:
         raise ValueError(f"{option}: {error}") from None
@@ -223,25 +227,34 @@ def prepare_corpora(data: ReproduceData, built_in: Mapping[str, int], root: Path
     """
     folders: dict[str, str | None] = {}
     sources: dict[str, Literal["built-in", "user"]] = {}
-    if data.given("matte"):
-        matte, roles = _matte_folders(data, root)
-        _check("--matte", lambda: find_matte_samples(roles["fg"], roles["alpha"], roles["bg"],
-                                                     skip_bad=True))
-        if not list_images(roles["bg"]):
-            raise ValueError(f"--matte: no backgrounds in {roles['bg']}: compositing needs a "
-                             "pool of person-free backgrounds")
-        folders.update(matte=str(matte), **{f"matte_{r}": str(p) for r, p in roles.items()})
-        sources["matte"] = "user"
-    else:
-        matte = _generate(built_in, root, "matte")
-        folders.update(matte=str(matte), matte_fg=str(matte / "fg"),
-                       matte_alpha=str(matte / "alpha"), matte_bg=str(matte / "bg"))
-        sources["matte"] = "built-in"
-    folders.update(_natural(data, built_in, root, sources))
-    folders.update(_validation(data, built_in, root, sources))
-    folders.update(_composite_validation(data, built_in, root, sources,
-                                         needed=composite_validation))
+    resolvers: dict[str, Callable[[], dict[str, str | None]]] = {
+        "matte": lambda: _matte(data, built_in, root, sources),
+        "natural": lambda: _natural(data, built_in, root, sources),
+        "validation": lambda: _validation(data, built_in, root, sources),
+        "composite_validation": lambda: _composite_validation(
+            data, built_in, root, sources, needed=composite_validation),
+    }
+    # The user's folders are checked first: a bad one fails before anything is generated.
+    for name in sorted(CORPORA, key=lambda name: not data.given(name)):
+        folders.update(resolvers[name]())
     return Corpora(**folders, sources=sources)
+
+
+def _matte(data: ReproduceData, built_in: Mapping[str, int], root: Path,
+           sources: dict) -> dict[str, str | None]:
+    if not data.given("matte"):
+        out = _generate(built_in, root, "matte")
+        sources["matte"] = "built-in"
+        return {"matte": str(out), "matte_fg": str(out / "fg"),
+                "matte_alpha": str(out / "alpha"), "matte_bg": str(out / "bg")}
+    matte, roles = _matte_folders(data, root)
+    _check("--matte", lambda: find_matte_samples(roles["fg"], roles["alpha"], roles["bg"],
+                                                 skip_bad=True), roles["fg"], roles["alpha"])
+    if not list_images(roles["bg"]):
+        raise ValueError(f"--matte: no backgrounds in {roles['bg']}: compositing needs a "
+                         "pool of person-free backgrounds")
+    sources["matte"] = "user"
+    return {"matte": str(matte), **{f"matte_{role}": str(path) for role, path in roles.items()}}
 
 
 def _natural(data: ReproduceData, built_in: Mapping[str, int], root: Path,
@@ -255,10 +268,10 @@ def _natural(data: ReproduceData, built_in: Mapping[str, int], root: Path,
     if images is None or masks is None:
         raise ValueError("--natural needs IMAGES MASKS [ALPHAS]")
     _check("--natural (images, masks)",
-           lambda: find_segmentation_samples(images, masks, skip_bad=True))
+           lambda: find_segmentation_samples(images, masks, skip_bad=True), images, masks)
     if alphas is not None:  # the same photos, each with an alpha of its own size
         _check("--natural (images, alphas)",
-               lambda: find_validation_samples(images, alphas, skip_bad=True))
+               lambda: find_validation_samples(images, alphas, skip_bad=True), alphas)
     sources["natural"] = "user"
     return {"natural_images": images, "natural_masks": masks, "natural_alphas": alphas}
 
@@ -276,10 +289,10 @@ def _validation(data: ReproduceData, built_in: Mapping[str, int], root: Path,
     if images is None or alphas is None:
         raise ValueError("--validation needs IMAGES ALPHAS [MASKS]")
     _check("--validation (images, alphas)",
-           lambda: find_validation_samples(images, alphas, skip_bad=True))
+           lambda: find_validation_samples(images, alphas, skip_bad=True), images, alphas)
     if masks is not None:
         _check("--validation (images, masks)",
-               lambda: find_segmentation_samples(images, masks, skip_bad=True))
+               lambda: find_segmentation_samples(images, masks, skip_bad=True), masks)
     sources["validation"] = "user"
     return {"validation_images": images, "validation_alphas": alphas,
             "validation_masks": masks}
@@ -292,12 +305,12 @@ def _composite_validation(data: ReproduceData, built_in: Mapping[str, int], root
         if images is None or alphas is None:
             raise ValueError("--composite-validation needs IMAGES ALPHAS")
         _check("--composite-validation",
-               lambda: find_validation_samples(images, alphas, skip_bad=True))
+               lambda: find_validation_samples(images, alphas, skip_bad=True), images, alphas)
         sources["composite_validation"] = "user"
         return {"composite_images": images, "composite_alphas": alphas}
     if not needed:
         return {"composite_images": None, "composite_alphas": None}
-    if sources["matte"] == "user":
+    if data.given("matte"):
         # Built-in composites would measure the gap of another matte corpus than the one
         # trained on; held-out composites of the user's own foregrounds must be given.
         raise ValueError("domain-gap on your own --matte needs --composite-validation IMAGES "
