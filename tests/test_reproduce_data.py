@@ -10,6 +10,7 @@ label table and the oracle row run (their values are not a finding).
 import hashlib
 import json
 import re
+import shlex
 import shutil
 
 import cv2
@@ -101,7 +102,9 @@ def test_the_report_records_the_users_folders_and_their_hashes(own_run):
     assert corpora["natural"]["files"] == {"images": 6, "masks": 6, "alphas": 6}
     table = (root / "table.md").read_text()
     assert "natural (user): images `" + str(folders["my photos"].resolve()) in table
-    assert "'my photos'" in table and "--matte-fg" in table  # the command, quoted
+    # the command that reproduces the table, with every folder quoted for the shell
+    assert f"--natural {shlex.quote(str(folders['my photos']))} " in table
+    assert f"--matte-fg {shlex.quote(str(folders['Foregrounds']))} " in table
 
 
 @pytest.mark.slow
@@ -134,7 +137,7 @@ def test_a_work_folder_refuses_other_data(own_run, capsys):
     photo = folders["my photos"] / "shot_1.jpg"
     original = photo.read_bytes()
     try:
-        photo.write_bytes(original[:-2] + b"\xff\xd9")  # another photo of the same name
+        photo.write_bytes(original + b"edited")  # other bytes, the same name
         assert main(args) == 2
     finally:
         photo.write_bytes(original)
@@ -225,3 +228,40 @@ def test_domain_gap_on_your_own_matte_needs_its_composite_validation(tmp_path, h
     assert main(["reproduce", "domain-gap", "--preset", "tiny", "--work",
                  str(tmp_path / "work"), "--quiet", *options]) == 2
     assert "needs --composite-validation IMAGES ALPHAS" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_domain_gap_runs_on_your_own_matte_and_composite_validation(own_run):
+    from mlb.data.compositing import composite
+
+    root, folders, _ = own_run
+    images, alphas = root / "comp val", root / "comp val alpha"
+    for index in range(3):  # foregrounds the matte corpus does not hold
+        sample = render_composite_sample(11, index, 48)
+        write_png(images / f"c{index}.png", composite(sample["foreground"], sample["alpha"],
+                                                      sample["background"]))
+        write_png(alphas / f"c{index}.png", sample["alpha"])
+    assert main(["reproduce", "domain-gap", "--preset", "tiny", "--threads", "1",
+                 "--work", str(root / "gap"), "--json", str(root / "gap.json"), "--quiet",
+                 "--matte", str(root / "work" / "data" / "matte-view"),
+                 "--validation", str(folders["held-out"]), str(folders["held-out alpha"]),
+                 "--composite-validation", str(images), str(alphas)]) == 0
+    report = json.loads((root / "gap.json").read_text())
+    corpora = report["data"]["corpora"]
+    assert set(corpora) == {"matte", "validation", "composite_validation"}
+    assert corpora["composite_validation"]["sha256"]["images"] == _sha256(images)
+    # --matte DIR read through the view of links: the hash is the linked folder's content
+    assert corpora["matte"]["sha256"]["fg"] == _sha256(folders["Foregrounds"])
+    assert report["mean"]["composite"]["mse"] > 0 and report["mean"]["natural"]["mse"] > 0
+
+
+def test_a_work_folder_of_another_presets_built_in_data_is_refused(tmp_path, capsys):
+    from mlb.experiments.reproduce_data import ReproduceData, prepare_corpora
+
+    prepare_corpora(ReproduceData(), PRESETS["tiny"].built_in(), tmp_path / "work" / "data",
+                    composite_validation=False)
+    assert main(["reproduce", "paper", "--preset", "cpu", "--work", str(tmp_path / "work"),
+                 "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "was generated with {'count': 8, 'size': 48, 'seed': 0}" in error, error
+    assert "this preset needs {'count': 120, 'size': 96, 'seed': 0}" in error

@@ -1,7 +1,8 @@
-"""The paper's central comparison, reproduced on the built-in benchmark (method.md section 1).
+"""The paper's central comparison, on the built-in benchmark or the user's data (method.md
+section 1).
 
-One call runs, for every seed, the whole MLB recipe and its ablations on synthetic data, and
-scores every model on natural-domain validation images with true alpha:
+One call runs, for every seed, the whole MLB recipe and its ablations, and scores every
+model on natural-domain validation images with true alpha:
 
     teacher trained on segmentation only        (pre-training on coarse masks, MSE)
     teacher fine-tuned on composites             (the MLB teacher)
@@ -332,14 +333,15 @@ def _label_rows(config: ReproduceConfig) -> dict[str, str]:
     return {**LABEL_ROWS, **({} if config.same_architecture else RELABEL_ROUND_LABEL_ROWS)}
 
 
-# Student rows and how each differs from the MLB row (``_mlb_student``'s options).
-VARIANTS: dict[str, dict] = {
-    "mlb": {},
-    "hard": {"mode": "hard"},
-    "no_ema": {"rounds": 1},
-    "weak_aug": {"strong": False},
-    "mlb_ddc": {"ddc_weight": "config"},  # ReproduceConfig.ddc_weight
-}
+def student_variants(config: ReproduceConfig) -> dict[str, dict]:
+    """Student rows and how each differs from the MLB row (``_mlb_student``'s options)."""
+    return {
+        "mlb": {},
+        "hard": {"mode": "hard"},
+        "no_ema": {"rounds": 1},
+        "weak_aug": {"strong": False},
+        "mlb_ddc": {"ddc_weight": config.ddc_weight},
+    }
 
 
 def plan(config: ReproduceConfig, *, oracle: bool = True) -> list[PlannedRun]:
@@ -366,7 +368,7 @@ def plan(config: ReproduceConfig, *, oracle: bool = True) -> list[PlannedRun]:
             init = "student-init"
             add(init, "teacher-pretrain", config.student_model, config.pretrain_steps, pre,
                 None)
-        for row, options in VARIANTS.items():
+        for row, options in student_variants(config).items():
             rounds = options.get("rounds", 2)
             steps = config.student_steps // rounds
             add(row, "student", config.student_model, steps, student_lr, init)
@@ -511,10 +513,8 @@ def _seed_models(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
     teacher = models["teacher"]
     init = _student_init(config, data, out, seed, teacher)
     versions: dict[str, list[str]] = {}
-    for name, options in VARIANTS.items():
+    for name, options in student_variants(config).items():
         step(name)
-        options = {key: config.ddc_weight if value == "config" else value
-                   for key, value in options.items()}
         models[name], versions[name] = _mlb_student(config, data, out, seed, teacher, init,
                                                     name=name, **options)
     step("ddc")
@@ -687,7 +687,7 @@ def reproduce(config: ReproduceConfig, data: ReproduceData | None = None, *,
     if corpora.validation_masks is not None:
         masks = _finite(score_masks(corpora.validation_images, corpora.validation_masks,
                                     corpora.validation_alphas))
-    trained = len(VARIANTS) + 2 + has_alphas  # teachers, students, DDC, oracle
+    trained = len(student_variants(config)) + 2 + has_alphas  # teachers, students, DDC, oracle
     bar = tqdm(total=len(config.seeds) * (trained + 2), desc="reproduce",
                disable=not progress)
 

@@ -213,8 +213,20 @@ def _generate(config: Mapping[str, int], root: Path, corpus: Corpus) -> Path:
                                  config["validation_count"], seed + 1000,
                                  {"with_images": True}),
     }[corpus]
-    if not (out / "synth.json").is_file():
+    manifest = out / "synth.json"
+    if not manifest.is_file():
         make(out, count=count, size=size, seed=seed, progress=False, **options)
+        return out
+    # A work folder reused with another preset would otherwise train on the old corpus.
+    wanted = {"count": count, "size": size, "seed": seed}
+    try:
+        found = {key: json.loads(manifest.read_text()).get(key) for key in wanted}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"{manifest}: not a synth manifest ({error}); give another --work"
+                         ) from None
+    if found != wanted:
+        raise ValueError(f"{out} was generated with {found}, this preset needs {wanted}; "
+                         "give another --work")
     return out
 
 
