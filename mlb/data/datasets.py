@@ -30,9 +30,9 @@ from mlb.data.corpus import MatteSample, Quarantined, SegmentationSample, Valida
 from mlb.data.imageio import BadSample, read_alpha, read_image, read_mask
 
 __all__ = [
+    "AlphaDataset",
     "CompositeDataset",
     "SegmentationDataset",
-    "ValidationDataset",
     "composite",
     "fit_background",
 ]
@@ -120,10 +120,11 @@ class SegmentationDataset(_SkippingDataset):
         return _finish(item, self.transform)
 
 
-class ValidationDataset(_SkippingDataset):
-    """Natural photos with true alpha: items ``{"image", "alpha", "sample_id"}``.
+class AlphaDataset(_SkippingDataset):
+    """Natural photos with their true alpha: items ``{"image", "alpha", "sample_id"}``.
 
-    Usually without a transform: metrics are taken at the ground truth's resolution.
+    The training data of the reproduction's oracle row (a model trained on the natural
+    corpus's true alpha, :mod:`mlb.experiments.reproduce_bounds`).
     """
 
     def __init__(self, samples: Sequence[ValidationSample], transform: Transform | None = None,

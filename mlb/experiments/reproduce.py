@@ -229,7 +229,7 @@ class ReproduceConfig(FrozenConfig):
         # Scale the short side to the image size, then multi-scale crops around ``crop``.
         return AugmentConfig(short_side=self.size, scale_range=(1.0, 1.3),
                              crop_sizes=(self.crop, int(self.crop * 1.25)),
-                             output_size=self.crop, eval_short_side=self.size)
+                             output_size=self.crop)
 
     @property
     def loss(self) -> LossConfig:
@@ -433,8 +433,8 @@ def _student_init(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
 def _relabel(config: ReproduceConfig, data: Corpora, store: Path, teacher: Path, *,
              mode: Literal["soft", "hard"], weights: Literal["model", "ema"] = "model",
              parent: str | None = None, ema_round: int = 0) -> str:
-    relabel_config = RelabelConfig(blend=BlendConfig(mode=mode), short_side=config.size,
-                                   batch_size=16, device=config.device)
+    relabel_config = RelabelConfig(blend=BlendConfig(mode=mode), inference={
+        "short_side": config.size, "batch_size": 16, "device": config.device})
     summary = relabel(RelabelRequest(
         teacher=str(teacher), images=data.natural_images, masks=data.natural_masks,
         store=str(store), weights=weights, corpus="natural", parent_version=parent,
@@ -533,7 +533,7 @@ def _label_quality(config: ReproduceConfig, data: Corpora, store: Path,
     alphas = Path(str(data.natural_alphas))
     teacher_scores = evaluate_checkpoint(EvaluateRequest(
         model=str(teacher), images=data.natural_images, alphas=str(alphas),
-        short_side=config.size, device=config.device), progress=False).mean
+        inference={"short_side": config.size, "device": config.device}), progress=False).mean
     quality: dict[str, dict[str, float | None]] = {
         "teacher": {key: teacher_scores.get(key) for key in COLUMNS}}
     for row, (name, round_index) in BLENDED_ROWS.items():
@@ -556,7 +556,7 @@ def _score(config: ReproduceConfig, data: Corpora, checkpoint: Path, *,
     }[domain]
     report = evaluate_checkpoint(EvaluateRequest(
         model=str(checkpoint), images=str(images), alphas=str(alphas),
-        short_side=config.size, device=config.device,
+        inference={"short_side": config.size, "device": config.device},
     ), progress=False)
     return {key: report.mean.get(key) for key in COLUMNS}
 

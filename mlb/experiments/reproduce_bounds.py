@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from mlb.checkpoint import load_weights
 from mlb.data.augment import strong_preset
 from mlb.data.corpus import find_segmentation_samples, find_validation_samples
-from mlb.data.datasets import ValidationDataset
+from mlb.data.datasets import AlphaDataset
 from mlb.data.imageio import read_alpha, read_image, read_mask
 from mlb.metrics import METRIC_NAMES, matting_metrics, mean_metrics
 from mlb.models import MattingOutput, build_model_from_config
@@ -43,7 +43,7 @@ class OracleRequest(RunRequest):
 def oracle_dataset(request: OracleRequest) -> Dataset:
     """The natural photos with true alpha, strongly augmented as the students' images are."""
     scan = find_validation_samples(request.images, request.alphas)
-    return ValidationDataset(scan.samples, strong_preset(request.augment), skip_bad=True)
+    return AlphaDataset(scan.samples, strong_preset(request.augment), skip_bad=True)
 
 
 def train_oracle(request: OracleRequest, *, resume: bool = False,
