@@ -187,6 +187,16 @@ def _no_backgrounds(folders, options):
         path.unlink()
 
 
+def _truncated_photo(folders, options):
+    photo = folders["my photos"] / "shot_3.jpg"
+    photo.write_bytes(photo.read_bytes()[:1200])  # the header reads, the pixels do not
+
+
+def _truncated_validation_image(folders, options):
+    image = folders["held-out"] / "val1.jpg"
+    image.write_bytes(image.read_bytes()[:700])
+
+
 def _one_natural_folder(folders, options):
     start = options.index("--natural")
     del options[start + 2:start + 4]
@@ -204,6 +214,8 @@ def _half_a_matte(folders, options):
     (_missing, "--matte: "),
     (_alpha_of_another_size, "--validation (images, alphas): "),
     (_no_backgrounds, "--matte: no backgrounds in"),
+    (_truncated_photo, "--natural: "),
+    (_truncated_validation_image, "--validation: "),
     (_one_natural_folder, "--natural takes IMAGES MASKS [ALPHAS], got 1 folder(s)"),
     (_half_a_matte, "missing: --matte-alpha, --matte-bg"),
 ])
@@ -265,3 +277,23 @@ def test_a_work_folder_of_another_presets_built_in_data_is_refused(tmp_path, cap
     error = capsys.readouterr().err.strip()
     assert "was generated with {'count': 8, 'size': 48, 'seed': 0}" in error, error
     assert "this preset needs {'count': 120, 'size': 96, 'seed': 0}" in error
+
+
+@pytest.mark.slow
+def test_photos_with_masks_only_run_without_the_oracle_and_label_table(tmp_path,
+                                                                       human_seg_290):
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir(), masks.mkdir()
+    for stem in PHOTOS[:3]:
+        shutil.copy(human_seg_290 / "Training_Images" / f"{stem}.jpg", photos)
+        shutil.copy(human_seg_290 / "Ground_Truth" / f"{stem}.png", masks)
+    assert main(["reproduce", "paper", "--preset", "tiny", "--threads", "1", "--work",
+                 str(tmp_path / "work"), "--json", str(tmp_path / "report.json"), "--quiet",
+                 "--natural", str(photos), str(masks)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "oracle" not in report["rows"] and "coarse_mask" in report["rows"]  # built-in val
+    assert report["labels_per_seed"] == {} and "Labels not scored" in report["labels_table"]
+    assert not (tmp_path / "work" / "seed-0" / "oracle.pt").exists()
+    assert report["data"]["corpora"]["natural"]["folders"] == {
+        "images": str(photos.resolve()), "masks": str(masks.resolve())}
+    assert report["data"]["corpora"]["validation"]["source"] == "built-in"
