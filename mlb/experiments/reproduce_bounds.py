@@ -18,15 +18,14 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mlb.checkpoint import load_weights
 from mlb.data.augment import strong_preset
 from mlb.data.corpus import find_segmentation_samples, find_validation_samples
 from mlb.data.datasets import AlphaDataset
 from mlb.data.imageio import read_alpha, read_image, read_mask
 from mlb.metrics import METRIC_NAMES, matting_metrics, mean_metrics
-from mlb.models import MattingOutput, build_model_from_config
+from mlb.models import MattingOutput
 from mlb.train.config import DEFAULT_LR, PathText, RunRequest, TrainSummary
-from mlb.train.loop import Batch, RunRecord, fit
+from mlb.train.loop import Batch, RunRecord, fit, initial_model
 from mlb.train.teacher import teacher_loss
 
 __all__ = ["OracleRequest", "oracle_dataset", "score_masks", "train_oracle"]
@@ -50,13 +49,9 @@ def train_oracle(request: OracleRequest, *, resume: bool = False,
                  progress: bool = True) -> TrainSummary:
     """Train the oracle row's model; checkpoint at ``request.out`` (kind ``teacher``: the
     teacher's loss on true alpha, from ``request.init``)."""
-    import torch
 
     dataset = oracle_dataset(request)
-    torch.manual_seed(request.train.seed)
-    model = build_model_from_config(request.model)
-    if request.init is not None:
-        load_weights(model, request.init, model_config=request.model)
+    model = initial_model(request)
     run = RunRecord(out=Path(request.out), kind="teacher", model_config=request.model,
                     request=request.model_dump(mode="json"),
                     lr=request.train.lr or DEFAULT_LR["student"])
