@@ -160,6 +160,8 @@ def test_the_gpu_preset_is_the_papers_recipe_and_its_plan_builds_anywhere(capsys
     printed = capsys.readouterr().out
     assert "| 2 | mlb round 2 | student | unet_r18 | 10000 | 5e-05 | mlb |" in printed
     assert f"{len(runs)} runs, {sum(run.steps for run in runs)} training steps." in printed
+    assert main(["reproduce", "domain-gap", "--preset", "gpu", "--plan"]) == 0
+    assert "| 2 | composite-only | teacher | unet_r101 | 10000 |" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")

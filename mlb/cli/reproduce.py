@@ -52,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             ("domain-gap", "composite-only model on both domains")):
         sub = kinds.add_parser(name, help=help_text)
         sub.add_argument("--preset", default="cpu",
-                         help="tiny | cpu | gpu, or any name of "
-                              "mlb.experiments.reproduce.PRESETS (default: cpu)")
+                         help="a name of mlb.experiments.reproduce.PRESETS, e.g. tiny, cpu, "
+                              "gpu (default: cpu; an unknown name lists them all)")
         sub.add_argument("--work", help="working folder (default: .mlb-work/reproduce)")
         sub.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
         sub.add_argument("--threads", type=int, help="torch threads (1 helps on busy machines)")
@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         PRESETS,
         ReproduceData,
         domain_gap,
+        domain_gap_plan,
         plan,
         plan_table,
         reproduce,
@@ -120,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
     data = ReproduceData(**_data_fields(args))
     if args.plan:
         oracle = not data.given("natural") or data.natural_alphas is not None
-        print(plan_table(plan(config, oracle=oracle)))
+        runs = (plan(config, oracle=oracle) if args.experiment == "paper"
+                else domain_gap_plan(config))
+        print(plan_table(runs))
         return 0
     experiment = reproduce if args.experiment == "paper" else domain_gap
     report = experiment(config, data, progress=not args.quiet)

@@ -86,6 +86,7 @@ __all__ = [
     "ReproduceData",
     "ReproduceReport",
     "domain_gap",
+    "domain_gap_plan",
     "paper_rows",
     "plan",
     "plan_table",
@@ -386,6 +387,13 @@ def plan(config: ReproduceConfig, *, oracle: bool = True) -> list[PlannedRun]:
             add(f"{name}_mlb", "student", name, config.student_steps, student_lr,
                 f"{name}_teacher")
     return runs
+
+
+def domain_gap_plan(config: ReproduceConfig) -> list[PlannedRun]:
+    """Every training run of :func:`domain_gap`: one composite-only teacher per seed."""
+    return [PlannedRun(seed=seed, row="composite-only", recipe="teacher",
+                       model=config.teacher_model, steps=config.teacher_steps, lr=config.lr,
+                       init=None) for seed in config.seeds]
 
 
 def plan_table(runs: Sequence[PlannedRun]) -> str:
