@@ -27,6 +27,7 @@ from prefect.states import Completed, State
 
 from flows.evaluate import evaluate
 from flows.relabel import relabel
+from flows.runlog import start_run
 from flows.runners import DaskConfig, RetryPolicy, retry_condition
 from flows.training import train_student
 from mlb.labels.request import RelabelRequest
@@ -60,6 +61,8 @@ def ema_relabel(request: EmaRoundRequest, dask: DaskConfig = DaskConfig(),  # no
                 retry: RetryPolicy = RetryPolicy()  # noqa: B008
                 ) -> EmaRound | State[EmaRound]:
     """One mean-teacher round; the new student is promoted only if it is not worse."""
+
+    request = start_run(request)  # relative paths: under the data root (flows.paths)
 
     def relabel_step(labels: RelabelRequest) -> str:
         return relabel(labels, dask=dask, retry=retry)
