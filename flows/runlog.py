@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import TypeVar
 
-from prefect.context import FlowRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging import get_run_logger
 from prefect.logging.handlers import APILogHandler
 from pydantic import BaseModel
@@ -29,11 +29,20 @@ LIBRARY_LOGGER = "mlb"
 Model = TypeVar("Model", bound=BaseModel)
 
 
+def _in_a_run(record: logging.LogRecord) -> bool:
+    # The handler stays on the logger for the life of the process; library calls made later
+    # outside any run (a script, a test) must not send to the API (Prefect warns, and tests
+    # turn that warning into an error).
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
 def forward_library_logs() -> None:
     """Send the ``mlb`` logger's INFO lines to the current flow run's log (once per process)."""
     logger = logging.getLogger(LIBRARY_LOGGER)
     if not any(isinstance(handler, APILogHandler) for handler in logger.handlers):
-        logger.addHandler(APILogHandler())
+        handler = APILogHandler()
+        handler.addFilter(_in_a_run)
+        logger.addHandler(handler)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
 
