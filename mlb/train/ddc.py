@@ -64,9 +64,11 @@ class TrimapDataset(Dataset):
 
 def ddc_loss_terms(prediction: MattingOutput, batch: Batch, *, loss: LossConfig
                    ) -> dict[str, Tensor]:
-    """``L_known + loss.ddc_weight * L_DDC`` on ``batch["image"]`` and ``batch["trimap"]``."""
+    """``L_known + loss.ddc_weight * L_DDC`` on ``batch["image"]`` and ``batch["trimap"]``,
+    with ``loss``'s window and neighbour count."""
     return ddc_total(batch["image"], prediction.alpha, batch["trimap"],
-                     ddc_weight=loss.ddc_weight)
+                     ddc_weight=loss.ddc_weight, window=loss.ddc_window,
+                     neighbours=loss.ddc_neighbours)
 
 
 def ddc_dataset(request: DdcRequest) -> Dataset:

@@ -23,7 +23,6 @@ from torch.utils.data import Dataset
 
 from mlb.checkpoint import load_weights
 from mlb.data.augment import strong_preset, weak_preset
-from mlb.data.trimap import DEFAULT_KERNEL_RANGE
 from mlb.labels.dataset import LabelSetDataset
 from mlb.labels.metadata import LabelVersionMetadata
 from mlb.labels.store import LabelStore
@@ -102,7 +101,7 @@ def student_dataset(request: StudentRequest) -> Dataset:
     preset = (strong_preset if request.strong_augment else weak_preset)(request.augment)
     dataset = LabelSetDataset(request.store, request.labels, transform=preset)
     if request.ddc_weight > 0:
-        return TrimapDataset(dataset, kernel_range=DEFAULT_KERNEL_RANGE)
+        return TrimapDataset(dataset, kernel_range=request.trimap_kernel_range)
     return dataset
 
 

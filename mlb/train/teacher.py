@@ -67,15 +67,17 @@ def segmentation_dataset(images: str, masks: str, augment: AugmentConfig) -> Dat
     return SegmentationDataset(scan.samples, weak_preset(augment), skip_bad=True)
 
 
-def composite_dataset(matte: str, augment: AugmentConfig, *, seed: int) -> Dataset:
-    """Composites of ``matte/fg`` x ``matte/alpha`` over ``matte/bg``, weakly augmented.
+def composite_dataset(matte: str, augment: AugmentConfig, *, seed: int,
+                      photographic: bool = False) -> Dataset:
+    """Composites of ``matte/fg`` x ``matte/alpha`` over ``matte/bg``, weakly augmented
+    (``photographic``: made by ``photographic_composite``).
 
     Pairings change every epoch (``CompositeDataset.set_epoch``, called by the sampler).
     """
     root = Path(matte)
     scan = find_matte_samples(root / "fg", root / "alpha", root / "bg")
     return CompositeDataset(scan.samples, scan.backgrounds, weak_preset(augment), seed=seed,
-                            skip_bad=True)
+                            skip_bad=True, photographic=photographic)
 
 
 @joins_process_group
@@ -93,7 +95,8 @@ def train_teacher(
     of the stage that ran last: the fine-tuning one once the teacher is done.
     """
     # The matte corpus is scanned first: a bad folder fails now, not after pre-training.
-    dataset = composite_dataset(request.matte, request.augment, seed=request.train.seed)
+    dataset = composite_dataset(request.matte, request.augment, seed=request.train.seed,
+                                photographic=request.photographic_composites)
     torch.manual_seed(request.train.seed)
     model = build_model_from_config(request.model)
     if request.init is not None:
