@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from flows.evaluate import evaluate
 from flows.relabel import relabel
@@ -26,6 +26,7 @@ from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
 from mlb.data.synth import make_composite_corpus, make_natural_corpus
 from mlb.evaluate import EvaluateRequest, metrics_table
+from mlb.inference import InferenceConfig, nest_inference_fields
 from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.models import ModelConfig
 from mlb.train import StudentRequest, TeacherRequest, TrainConfig
@@ -56,8 +57,10 @@ class PipelineRequest(FrozenConfig):
     augment: AugmentConfig = AugmentConfig()
     relabel: RelabelConfig = RelabelConfig()
     dask: DaskConfig = DaskConfig()
-    short_side: int = Field(512, ge=1)
-    """Inference short side when scoring."""
+    inference: InferenceConfig = InferenceConfig()
+    """How the teacher and the student are run when they are scored."""
+
+    _flat_inference = model_validator(mode="before")(nest_inference_fields)
 
     @classmethod
     def demo(cls, work: str | Path) -> PipelineRequest:
@@ -67,11 +70,10 @@ class PipelineRequest(FrozenConfig):
         return cls(work=str(work), composite_count=16, natural_count=24, validation_count=8,
                    size=64, teacher_model="unet_r18_w05", student_model="unet_r18_w05",
                    teacher_train=train, student_train=train,
-                   augment=AugmentConfig(short_side=64, crop_sizes=(48,), output_size=48,
-                                         eval_short_side=64),
-                   relabel=RelabelConfig(short_side=64, batch_size=4, shard_size=8,
-                                         device="cpu"),
-                   short_side=64)
+                   augment=AugmentConfig(short_side=64, crop_sizes=(48,), output_size=48),
+                   relabel=RelabelConfig(inference={"short_side": 64, "batch_size": 4,
+                                                    "device": "cpu"}, shard_size=8),
+                   inference={"short_side": 64, "device": "cpu"})
 
 
 class PipelineResult(FrozenConfig):
@@ -123,12 +125,12 @@ def pipeline(request: PipelineRequest) -> PipelineResult:
         train=request.student_train, augment=request.augment))
     metrics = {name: evaluate(EvaluateRequest(
         model=checkpoint, images=str(validation / "images"), alphas=str(validation / "alphas"),
-        short_side=request.short_side)).mean
+        inference=request.inference)).mean
         for name, checkpoint in (("teacher", teacher.checkpoint),
                                  ("student", student.checkpoint))}
     table = (f"# Pipeline report\n\nLabel version `{version_id}`; validation: "
              f"{request.validation_count} synthetic natural images.\n\n"
-             + metrics_table(metrics, short_side=request.short_side))
+             + metrics_table(metrics, short_side=request.inference.short_side))
     report = write_report(str(work / "report.md"), table)
     create_markdown_artifact(key="pipeline-report", markdown=table,
                              description=f"teacher vs student in {work}")

@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from mlb.checkpoint import load_model
-from mlb.config import FrozenConfig, ShortSide
+from mlb.config import FrozenConfig
 from mlb.data.corpus import ValidationSample, find_validation_samples
 from mlb.data.imageio import read_alpha, read_image
 from mlb.data.preview import save_grid
 from mlb.device import resolve_device
-from mlb.inference import predict_images
+from mlb.inference import InferenceConfig, nest_inference_fields, prepare_model
 from mlb.metrics import METRIC_NAMES, matting_metrics, mean_metrics
 from mlb.train.config import PathText
 
@@ -63,16 +63,16 @@ class EvaluateRequest(FrozenConfig):
     images: PathText
     alphas: PathText
     """True alphas, paired with ``images`` by file stem, each at its image's size."""
-    short_side: ShortSide = 512
     weights: Literal["model", "ema"] = "model"
+    inference: InferenceConfig = InferenceConfig()
     grid_path: PathText | None = None
     """Write a qualitative grid PNG here: image | prediction | truth | |error| per row."""
     grid_rows: int = Field(8, ge=1)
     """Images shown in the grid (the first ones, in natural order of id)."""
     json_path: PathText | None = None
     """Write the report (``EvaluationReport``) as JSON here."""
-    batch_size: int = Field(4, ge=1)
-    device: str = "auto"
+
+    _flat_inference = model_validator(mode="before")(nest_inference_fields)
 
 
 class ImageScore(FrozenConfig):
@@ -139,8 +139,7 @@ def score_samples(
     model: object,
     samples: Sequence[ValidationSample],
     *,
-    short_side: int,
-    batch_size: int,
+    inference: InferenceConfig,
     grid_rows: int = 0,
     progress: bool = True,
 ) -> tuple[list[ImageScore], list[list[np.ndarray]], list[str]]:
@@ -152,10 +151,9 @@ def score_samples(
     scores, tiles, labels = [], [], []
     bar = tqdm(total=len(samples), desc="evaluate", unit="img", disable=None if progress else True)
     with bar:
-        for chunk in _chunks(samples, batch_size):
+        for chunk in _chunks(samples, inference.batch_size):
             images = [read_image(sample.image_path) for sample in chunk]
-            predictions = predict_images(model, images, short_side=short_side,
-                                         batch_size=batch_size)
+            predictions = inference.predict(model, images)
             for sample, image, prediction in zip(chunk, images, predictions, strict=True):
                 true_alpha = read_alpha(sample.alpha_path, size=image.shape[:2])
                 metrics = matting_metrics(prediction.alpha, true_alpha)
@@ -175,10 +173,13 @@ def evaluate_checkpoint(request: EvaluateRequest, *, progress: bool = True) -> E
     image without its alpha (or of another size), ``CheckpointError`` for a bad checkpoint.
     """
     samples = find_validation_samples(request.images, request.alphas).samples
+    inference = request.inference
     model, checkpoint = load_model(request.model, weights=request.weights,
-                                   device=resolve_device(request.device))
+                                   device=resolve_device(inference.device))
+    model = prepare_model(model, device=inference.device,
+                          channels_last=inference.channels_last)
     scores, tiles, labels = score_samples(
-        model, samples, short_side=request.short_side, batch_size=request.batch_size,
+        model, samples, inference=inference,
         grid_rows=request.grid_rows if request.grid_path else 0, progress=progress,
     )
     mean = mean_metrics(score.metrics for score in scores)
@@ -189,9 +190,9 @@ def evaluate_checkpoint(request: EvaluateRequest, *, progress: bool = True) -> E
         grid = str(save_grid(tiles, request.grid_path, labels=labels))
     report = EvaluationReport(
         checkpoint=request.model, weights=request.weights, kind=checkpoint.kind,
-        label_version=checkpoint.label_version, short_side=request.short_side,
+        label_version=checkpoint.label_version, short_side=inference.short_side,
         images=len(scores), per_image=scores, mean=mean,
-        table=metrics_table({label: mean}, short_side=request.short_side), grid=grid,
+        table=metrics_table({label: mean}, short_side=inference.short_side), grid=grid,
     )
     if request.json_path is not None:
         path = Path(request.json_path)

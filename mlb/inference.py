@@ -27,25 +27,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import field_validator
+from pydantic import PositiveInt, field_validator
 from torch import Tensor, nn
 
 from mlb.config import FrozenConfig, ShortSide
 from mlb.device import check_device_name, resolve_device
 
 DEFAULT_SHORT_SIDE = 512  # method.md section 1: "test images resized to short side 512"
-DEFAULT_BATCH_SIZE = 8
+DEFAULT_BATCH_SIZE = 8  # predict_images' own default (the relabel pipeline's batch)
 
 
 class InferenceConfig(FrozenConfig):
-    """How a trained network is run on images (the same for relabel, evaluate and predict)."""
+    """How a trained network is run on images: the one inference setting that every request
+    running a network composes (``RelabelConfig.inference``, ``EvaluateRequest.inference``,
+    ``EmaRoundRequest.inference``, ``mlb predict``), so a default changes in one place."""
 
     short_side: ShortSide = DEFAULT_SHORT_SIDE
+    batch_size: PositiveInt = 4
+    """Images per forward pass."""
     amp: bool = True
     """Autocast on CUDA (bfloat16 where supported, else float16); ignored on the CPU."""
     device: str = "auto"
@@ -57,6 +62,35 @@ class InferenceConfig(FrozenConfig):
     @classmethod
     def _known_device(cls, device: str) -> str:
         return check_device_name(device)
+
+    def predict(self, model: nn.Module, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """:func:`predict_images` with these settings (the model already on its device)."""
+        return predict_images(model, images, short_side=self.short_side, amp=self.amp,
+                              batch_size=self.batch_size, channels_last=self.channels_last)
+
+
+INFERENCE_FIELDS = frozenset(InferenceConfig.model_fields)
+
+
+def nest_inference_fields(data: Any) -> Any:
+    """Requests written for earlier releases (JSON flow parameters, scripts) name the inference
+    settings flat (``{"short_side": 256}``); they now live under ``inference``. Moves them
+    there; the same setting given both ways with two values is an error naming both."""
+    if not isinstance(data, dict):
+        return data
+    flat = {key: data[key] for key in INFERENCE_FIELDS & data.keys()}
+    if not flat:
+        return data
+    nested = data.get("inference") or {}
+    if isinstance(nested, InferenceConfig):
+        nested = nested.model_dump(exclude_unset=True)
+    clashes = {key for key in flat.keys() & nested.keys() if flat[key] != nested[key]}
+    if clashes:
+        key = sorted(clashes)[0]
+        raise ValueError(f"{key} is given twice, as {flat[key]!r} and as "
+                         f"inference.{key}={nested[key]!r}; give it once, under inference")
+    rest = {key: value for key, value in data.items() if key not in flat}
+    return {**rest, "inference": {**nested, **flat}}
 
 
 @dataclass(frozen=True)

@@ -130,24 +130,6 @@ def laplacian_loss(
     return loss / levels
 
 
-def matte_loss(
-    pred_alpha: torch.Tensor, true_alpha: torch.Tensor, *, laplacian_levels: int = 5
-) -> torch.Tensor:
-    """``L_matte`` = mean L1 + Laplacian-pyramid L1 (method.md section 1, our choice).
-
-    Args:
-        pred_alpha: ``(B, 1, H, W)`` floating in [0, 1].
-        true_alpha: same shape, dtype and device; in [0, 1] (may be a soft blended label).
-
-    Returns:
-        Scalar tensor, >= 0.
-    """
-    _check_same_shape(pred_alpha=pred_alpha, true_alpha=true_alpha)
-    return F.l1_loss(pred_alpha, true_alpha) + laplacian_loss(
-        pred_alpha, true_alpha, levels=laplacian_levels
-    )
-
-
 def matting_loss(
     pred_alpha: torch.Tensor,
     pred_boundary_logit: torch.Tensor,

@@ -24,7 +24,7 @@ import hashlib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -69,15 +69,27 @@ class SampleLabels:
 
 @dataclass(frozen=True)
 class QuarantineRecord:
-    """A manifest sample that has no labels in the version, and why (e.g. unreadable image)."""
+    """A manifest sample that has no labels in the version, and why (e.g. unreadable image).
+
+    The one quarantine record of the product: a shard's commit marker keeps ``sample_id`` and
+    ``reason``; the version's metadata keeps the corpus scan's records with ``stage="scan"``
+    and the file's ``path``; relabel plans and summaries return both kinds.
+    """
 
     sample_id: str
     reason: str
+    stage: Literal["scan", "shard"] = "shard"
+    """Found by the corpus ``scan`` (no sample in the manifest) or while labelling a
+    ``shard`` (in the manifest, without labels)."""
+    path: str | None = None
+    """The offending file, where one is known."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.reason, str) or not self.reason.strip():
             raise ValueError(f"quarantine of sample {self.sample_id!r} needs a non-empty "
                              f"reason, got {self.reason!r}")
+        if self.stage not in ("scan", "shard"):
+            raise ValueError(f"quarantine stage must be 'scan' or 'shard', got {self.stage!r}")
 
 
 def label_kinds(*, teacher_alpha: bool) -> tuple[str, ...]:

@@ -68,7 +68,8 @@ def cli_arguments(request: RelabelRequest) -> list[str]:
     config = request.config
     return ["relabel", "--teacher", request.teacher, "--images", request.images,
             "--masks", request.masks, "--store", request.store,
-            "--short-side", str(config.short_side), "--batch-size", str(config.batch_size),
+            "--short-side", str(config.inference.short_side),
+            "--batch-size", str(config.inference.batch_size),
             "--shard-size", str(config.shard_size), "--decode-threads",
             str(config.decode_threads), "--blend", config.blend.mode, "--quiet"]
 

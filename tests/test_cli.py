@@ -148,16 +148,16 @@ def test_help_shows_the_config_models_defaults():
 
     relabel_help, evaluate_help = _help("relabel"), _help("evaluate")
     defaults = RelabelConfig()
-    for flag, value in (("--batch-size", defaults.batch_size),
-                        ("--short-side", defaults.short_side),
+    for flag, value in (("--batch-size", defaults.inference.batch_size),
+                        ("--short-side", defaults.inference.short_side),
                         ("--shard-size", defaults.shard_size),
                         ("--decode-threads", defaults.decode_threads)):
         assert re.search(rf"{flag} \S+ [^-]*\(default: {value}\)", relabel_help), flag
-    request = EvaluateRequest.model_fields
-    for flag, name in (("--short-side", "short_side"), ("--batch-size", "batch_size"),
-                       ("--grid-rows", "grid_rows")):
-        assert re.search(rf"{flag} \S+ [^-]*\(default: {request[name].default}\)",
-                         evaluate_help), flag
+    inference = EvaluateRequest(model="m", images="i", alphas="a").inference
+    for flag, value in (("--short-side", inference.short_side),
+                        ("--batch-size", inference.batch_size),
+                        ("--grid-rows", EvaluateRequest.model_fields["grid_rows"].default)):
+        assert re.search(rf"{flag} \S+ [^-]*\(default: {value}\)", evaluate_help), flag
     from mlb.inference import InferenceConfig
 
     assert f"(default: {InferenceConfig().short_side})" in _help("predict")
@@ -173,7 +173,7 @@ def test_options_left_out_take_the_models_defaults():
     assert request_from_args(args).config == RelabelConfig()
     args = build_parser().parse_args(["relabel", "--teacher", "t.pt", "--images", "i",
                                       "--masks", "m", "--store", "s", "--batch-size", "3"])
-    assert request_from_args(args).config.batch_size == 3
+    assert request_from_args(args).config.inference.batch_size == 3
 
 
 def test_an_option_naming_a_missing_field_fails_loudly():

@@ -11,12 +11,10 @@ from mlb.data.corpus import (
     BadSample,
     find_matte_samples,
     find_segmentation_samples,
-    find_validation_samples,
 )
 from mlb.data.datasets import (
     CompositeDataset,
     SegmentationDataset,
-    ValidationDataset,
     composite,
     fit_background,
 )
@@ -146,13 +144,6 @@ def test_composite_dataset_needs_backgrounds(matte_dir):
     scan = find_matte_samples(matte_dir / "fg", matte_dir / "alpha")
     with pytest.raises(ValueError, match=r"background"):
         CompositeDataset(scan.samples, scan.backgrounds)
-
-
-def test_validation_dataset(matte_dir):
-    scan = find_validation_samples(matte_dir / "fg", matte_dir / "alpha")
-    item = ValidationDataset(scan.samples)[0]
-    assert item["alpha"].shape == (1, 12, 12)
-    assert float(item["alpha"][0, 4, 2]) == pytest.approx(128 / 255)
 
 
 def test_photographic_composite_keeps_the_alpha_and_looks_photographed(matte_dir):

@@ -131,10 +131,11 @@ def test_relabel_on_a_dask_cluster_stores_the_single_process_bytes(corpus, tmp_p
 
 def test_a_bad_parameter_fails_before_any_work_naming_it(corpus, tmp_path):
     request = _request(corpus, tmp_path / "store").model_dump()
-    request["config"].update(batch_size=0, shrt_side=32)
+    request["config"]["inference"]["batch_size"] = 0
+    request["config"]["shrt_side"] = 32
     with pytest.raises(ParameterTypeError) as error:
         relabel.relabel(request, dask=IN_PROCESS)
-    assert "request.config.batch_size" in str(error.value)
+    assert "request.config.inference.batch_size" in str(error.value)
     assert "request.config.shrt_side" in str(error.value)
     with pytest.raises(ParameterTypeError, match=r"dask\.workers"):
         relabel.relabel(_request(corpus, tmp_path / "store"), dask={"workers": -1})
@@ -185,7 +186,7 @@ def _tiny_pipeline(work: Path) -> pipeline.PipelineRequest:
         work=str(work), composite_count=2, natural_count=4, validation_count=2, size=32,
         teacher_model="unet_r18_w05", student_model="unet_r18_w05", teacher_train=train,
         student_train=train, augment=AugmentConfig(short_side=32, crop_sizes=(32,),
-                                                   output_size=32, eval_short_side=32),
+                                                   output_size=32),
         relabel=RelabelConfig(short_side=32, batch_size=2, shard_size=2, device="cpu"),
         dask=IN_PROCESS, short_side=32)
 
@@ -219,8 +220,8 @@ def _round_request(work: Path, current: Path, rounds: Path) -> ema.EmaRoundReque
         train=TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, device="cpu",
                           checkpoint_every=0),
         relabel=RelabelConfig(short_side=32, batch_size=2, shard_size=2, device="cpu"),
-        augment=AugmentConfig(short_side=32, crop_sizes=(32,), output_size=32,
-                              eval_short_side=32), short_side=32)
+        augment=AugmentConfig(short_side=32, crop_sizes=(32,), output_size=32),
+        inference={"short_side": 32})
 
 
 @pytest.mark.parametrize("runner", ["flow", "library"])

@@ -135,3 +135,36 @@ def test_gpu_autocast_is_close_to_cpu_float32(model):
         assert a.alpha.shape == b.alpha.shape and b.alpha.dtype == np.float32
         assert np.abs(a.alpha - b.alpha).max() < 0.05  # bfloat16 autocast vs float32
         assert np.abs(a.boundary - b.boundary).max() < 0.05
+
+
+def test_every_request_that_runs_a_network_composes_one_inference_config():
+    """Relabel, evaluate, the EMA round and the pipeline share InferenceConfig; requests
+    written for earlier releases with the settings flat are moved under ``inference``."""
+    from pydantic import ValidationError
+
+    from flows.pipeline import PipelineRequest
+    from mlb.evaluate import EvaluateRequest
+    from mlb.inference import InferenceConfig
+    from mlb.labels.request import RelabelConfig
+    from mlb.train import TrainConfig
+    from mlb.train.ema_round import EmaRoundRequest
+
+    paths = {"images": "i", "masks": "m", "store": "s", "validation_images": "vi",
+             "validation_alphas": "va", "work": "w", "student": "s.pt"}
+    requests = {
+        "relabel": lambda **kw: RelabelConfig(**kw),
+        "evaluate": lambda **kw: EvaluateRequest(model="m.pt", images="i", alphas="a", **kw),
+        "ema": lambda **kw: EmaRoundRequest(train=TrainConfig(steps=1), **paths, **kw),
+        "pipeline": lambda **kw: PipelineRequest(work="w", **kw),
+    }
+    for name, make in requests.items():
+        assert isinstance(make().inference, InferenceConfig), name
+        nested = make(inference={"short_side": 320, "device": "cpu"})
+        assert make(short_side=320, device="cpu") == nested, name
+        assert nested.inference.short_side == 320
+        with pytest.raises(ValidationError, match="short_side is given twice"):
+            make(short_side=256, inference={"short_side": 320})
+    # Relabelling batches 8 by default (part of existing version ids); the rest batch 4.
+    assert RelabelConfig().inference.batch_size == 8
+    assert RelabelConfig(inference={"short_side": 256}).inference.batch_size == 8
+    assert EvaluateRequest(model="m", images="i", alphas="a").inference.batch_size == 4

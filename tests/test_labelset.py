@@ -11,7 +11,7 @@ import torch
 from relabel_corpus import make_corpus, make_request, make_teacher
 from torch.utils.data import DataLoader
 
-from mlb.data.augment import AugmentConfig, eval_preset, weak_preset
+from mlb.data.augment import AugmentConfig, PairedPreset, ShortSideResize, weak_preset
 from mlb.data.imageio import image_size, read_image, read_mask
 from mlb.labels.dataset import LabelSetDataset
 from mlb.labels.relabel import relabel
@@ -57,7 +57,7 @@ def test_items_at_original_size(labelled):
 
 def test_transform_moves_labels_with_the_image(labelled):
     dataset = LabelSetDataset(labelled["store"], labelled["version_id"],
-                              transform=eval_preset(AugmentConfig(eval_short_side=32)))
+                              transform=PairedPreset(ShortSideResize(32)))
     item = dataset[1]  # p001 is 72x50 -> 46x32
     assert item["image"].shape == (3, 46, 32)
     assert item["blended_alpha"].shape == item["coarse_mask"].shape == (1, 46, 32)

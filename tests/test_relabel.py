@@ -64,7 +64,8 @@ def test_version_id_names_the_inputs(corpus, tmp_path):
         request.model_copy(update={"config": request.config.model_copy(
             update={"blend": BlendConfig(mode="hard")})}),
         request.model_copy(update={"config": request.config.model_copy(
-            update={"short_side": 48})}),
+            update={"inference": request.config.inference.model_copy(
+                update={"short_side": 48})})}),
     ]  # weights="ema" gives yet another id: test_ema_weights_relabel_with_the_ema_copy
     ids = [first.version_id] + [prepare_relabel(r).version_id for r in changed]
     assert len(set(ids)) == len(ids)
@@ -114,7 +115,7 @@ def test_relabel_shards_refuses_other_settings(reference, tmp_path):
     request = reference["request"].model_copy(update={"store": str(tmp_path / "store")})
     plan = prepare_relabel(request)
     other = request.model_copy(update={"config": request.config.model_copy(
-        update={"batch_size": 2})})
+        update={"inference": request.config.inference.model_copy(update={"batch_size": 2})})})
     with pytest.raises(ValueError, match="settings differ"):
         relabel_shards(other, version_id=plan.version_id, shards=[0])
 

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from mlb.cli.fields import FieldHelpFormatter, option
+from mlb.cli.fields import FieldHelpFormatter, inference_from_args, inference_options, option
 
 if TYPE_CHECKING:
     from mlb.evaluate import EvaluateRequest
@@ -37,12 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid", default=None,
                         help="write image | prediction | truth | error rows (PNG) here")
     option(parser, "--grid-rows", REQUEST, "grid_rows", type=int, help="images in the grid")
-    option(parser, "--short-side", REQUEST, "short_side", type=int,
-           help="inference short side")
     option(parser, "--weights", REQUEST, "weights", choices=("model", "ema"),
            help="score the weights or their EMA copy")
-    option(parser, "--batch-size", REQUEST, "batch_size", type=int, help="images per forward")
-    option(parser, "--device", REQUEST, "device", help="auto, cpu, cuda ...")
+    inference_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -50,11 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def request_from_args(args: argparse.Namespace) -> EvaluateRequest:
     from mlb.evaluate import EvaluateRequest
 
-    options = {"short_side": args.short_side, "weights": args.weights, "grid_path": args.grid,
-               "grid_rows": args.grid_rows, "json_path": args.json,
-               "batch_size": args.batch_size, "device": args.device}
+    options = {"weights": args.weights, "grid_path": args.grid,
+               "grid_rows": args.grid_rows, "json_path": args.json}
     return EvaluateRequest(
         model=args.model, images=args.images, alphas=args.alphas,
+        inference=inference_from_args(args),
         **{key: value for key, value in options.items() if value is not None})
 
 

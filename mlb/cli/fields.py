@@ -46,3 +46,24 @@ class FieldHelpFormatter(argparse.HelpFormatter):
         if source is None:
             return action.help
         return field_help(*source).replace("%", "%%")
+
+
+INFERENCE_OPTIONS = ("short_side", "batch_size", "device", "amp")
+
+
+def inference_options(parser: argparse.ArgumentParser, model: str = "mlb.inference:InferenceConfig",
+                      *, batch_help: str = "images per forward") -> None:
+    """``--short-side``, ``--batch-size``, ``--device``, ``--no-amp``: the fields of ``model``
+    (an ``InferenceConfig``), for every command that runs a network."""
+    option(parser, "--short-side", model, "short_side", type=int,
+           help="the network's input short side")
+    option(parser, "--batch-size", model, "batch_size", type=int, help=batch_help)
+    option(parser, "--device", model, "device", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", default=None,
+                        help="run float32 on CUDA too (no autocast)")
+
+
+def inference_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The inference options the user gave (left-out ones take the config's defaults)."""
+    return {name: getattr(args, name) for name in INFERENCE_OPTIONS
+            if getattr(args, name, None) is not None}

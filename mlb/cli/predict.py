@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-from mlb.cli.fields import FieldHelpFormatter, option
-
-INFERENCE = "mlb.inference:InferenceConfig"
+from mlb.cli.fields import FieldHelpFormatter, inference_from_args, inference_options
 
 # Library imports happen in the functions: building the ``mlb`` parser imports every
 # subcommand module, and torch + torchvision take seconds to import.
@@ -35,11 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--cutout", action="store_true",
                         help="also write RGBA cut-outs to OUT/cutout/")
-    option(parser, "--short-side", INFERENCE, "short_side", type=int,
-           help="network input short side")
     parser.add_argument("--weights", choices=("model", "ema"), default="model")
-    parser.add_argument("--batch-size", type=int, default=4)
-    option(parser, "--device", INFERENCE, "device", help="auto, cpu, cuda ...")
+    inference_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -64,21 +59,20 @@ def run(args: argparse.Namespace) -> int:
     from mlb.data.corpus import list_images
     from mlb.data.imageio import read_image, write_png
     from mlb.device import resolve_device
-    from mlb.inference import InferenceConfig, predict_images
+    from mlb.inference import InferenceConfig, prepare_model
 
-    options = {"short_side": args.short_side, "device": args.device}
-    config = InferenceConfig(**{key: value for key, value in options.items() if value is not None})
+    config = InferenceConfig(**inference_from_args(args))
     paths = list_images(args.images)
     if not paths:
         raise ValueError(f"no images in {args.images}")
     model, _ = load_model(args.model, weights=args.weights, device=resolve_device(config.device))
+    model = prepare_model(model, device=config.device, channels_last=config.channels_last)
     out = Path(args.out)
-    for start in tqdm(range(0, len(paths), args.batch_size), desc="predict", unit="batch",
+    for start in tqdm(range(0, len(paths), config.batch_size), desc="predict", unit="batch",
                       disable=True if args.quiet else None):
-        batch = paths[start:start + args.batch_size]
+        batch = paths[start:start + config.batch_size]
         images = [read_image(path) for path in batch]
-        predictions = predict_images(model, images, batch_size=args.batch_size,
-                                     short_side=config.short_side)
+        predictions = config.predict(model, images)
         for path, image, prediction in zip(batch, images, predictions, strict=True):
             write_png(out / f"{path.stem}.png", prediction.alpha)
             if args.cutout:

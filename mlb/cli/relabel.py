@@ -13,12 +13,13 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from mlb.cli.fields import FieldHelpFormatter, option
+from mlb.cli.fields import FieldHelpFormatter, inference_from_args, inference_options, option
 
 if TYPE_CHECKING:
     from mlb.labels.request import RelabelRequest
 
 CONFIG = "mlb.labels.request:RelabelConfig"
+INFERENCE = "mlb.labels.request:LabellingInference"
 
 # Library imports happen in ``run``: building the ``mlb`` parser imports every subcommand
 # module, and torch + torchvision take seconds to import.
@@ -38,19 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="soft (default): b = boundary probability; hard: b = 1[b > 0.5]")
     parser.add_argument("--band-px", type=int, default=None,
                         help="use the teacher only within K px of the mask edge")
-    option(parser, "--batch-size", CONFIG, "batch_size", type=int,
-           help="images per teacher forward (part of the version id)")
-    option(parser, "--short-side", CONFIG, "short_side", type=int,
-           help="the teacher's input short side")
+    inference_options(parser, INFERENCE,
+                      batch_help="images per teacher forward (part of the version id)")
     option(parser, "--shard-size", CONFIG, "shard_size", type=int, help="samples per shard")
     parser.add_argument("--store-teacher-alpha", action="store_true", default=None,
                         help="also keep the teacher's own alpha (for previews and analysis)")
     parser.add_argument("--skip-bad", action="store_true", default=None,
                         help="quarantine unreadable or unpaired files instead of failing")
     parser.add_argument("--weights", choices=("model", "ema"), default="model")
-    option(parser, "--device", CONFIG, "device", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--no-amp", dest="amp", action="store_false", default=None,
-                        help="run float32 on CUDA too (no autocast)")
     option(parser, "--decode-threads", CONFIG, "decode_threads", type=int,
            help="threads decoding images ahead of the teacher")
     parser.add_argument("--corpus", default=None, help="corpus name (default: images folder)")
@@ -68,10 +64,10 @@ def request_from_args(args: argparse.Namespace) -> RelabelRequest:
 
     blend = {"mode": args.blend, "band_px": args.band_px}
     options = {name: getattr(args, name) for name in (
-        "batch_size", "short_side", "shard_size", "store_teacher_alpha", "skip_bad", "device",
-        "amp", "decode_threads")}
+        "shard_size", "store_teacher_alpha", "skip_bad", "decode_threads")}
     config = RelabelConfig(
         blend=BlendConfig(**{key: value for key, value in blend.items() if value is not None}),
+        inference=inference_from_args(args),
         **{key: value for key, value in options.items() if value is not None})
     return RelabelRequest(teacher=args.teacher, images=args.images, masks=args.masks,
                           store=args.store, weights=args.weights, corpus=args.corpus,

@@ -9,8 +9,10 @@ through. Geometry is drawn once per call and applied to every tensor:
   crop of a size drawn from ``crop_sizes`` (multi-scale), resized to ``output_size``, and a
   horizontal flip;
 - strong: weak, then colour jitter, grayscale, blur and noise on the image only (v2's
-  photometric transforms pass masks through);
-- eval: the short side to ``eval_short_side`` (512 by default, method.md section 3).
+  photometric transforms pass masks through).
+
+Evaluation resizes nothing here: it runs whole images through ``mlb.inference`` at
+``InferenceConfig.short_side``.
 
 Label interpolation: a floating-point mask is a soft label (alpha, blended alpha, boundary
 probability) and is resized bilinearly like the image, keeping sub-pixel hair detail; an
@@ -38,7 +40,6 @@ __all__ = [
     "PairedPreset",
     "RandomScaleCrop",
     "ShortSideResize",
-    "eval_preset",
     "strong_preset",
     "weak_preset",
 ]
@@ -66,7 +67,15 @@ class AugmentConfig(FrozenConfig):
     blur_sigma: tuple[float, float] = (0.1, 1.5)
     noise_prob: float = Field(0.2, ge=0.0, le=1.0)
     noise_sigma: float = Field(0.02, ge=0.0)
-    eval_short_side: int = Field(512, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_eval_short_side(cls, data: Any) -> Any:
+        # Earlier releases declared an evaluation short side here that nothing read
+        # (evaluation uses InferenceConfig.short_side); requests that still name it are kept.
+        if isinstance(data, dict) and "eval_short_side" in data:
+            return {key: value for key, value in data.items() if key != "eval_short_side"}
+        return data
 
     @model_validator(mode="after")
     def _check_ranges(self) -> AugmentConfig:
@@ -208,9 +217,3 @@ def strong_preset(config: AugmentConfig | None = None) -> PairedPreset:
     """The weak geometry, then colour jitter, grayscale, blur and noise on the image only."""
     config = config or AugmentConfig()
     return PairedPreset(v2.Compose(_weak_steps(config) + _photometric_steps(config)))
-
-
-def eval_preset(config: AugmentConfig | None = None) -> PairedPreset:
-    """Short side to ``eval_short_side`` (512 by default, method.md section 3)."""
-    config = config or AugmentConfig()
-    return PairedPreset(v2.Compose([ShortSideResize(config.eval_short_side)]))

@@ -26,13 +26,12 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from mlb.data.compositing import composite, photographic_composite
-from mlb.data.corpus import MatteSample, Quarantined, SegmentationSample, ValidationSample
+from mlb.data.corpus import MatteSample, Quarantined, SegmentationSample
 from mlb.data.imageio import BadSample, read_alpha, read_image, read_mask
 
 __all__ = [
     "CompositeDataset",
     "SegmentationDataset",
-    "ValidationDataset",
     "composite",
     "fit_background",
 ]
@@ -116,25 +115,6 @@ class SegmentationDataset(_SkippingDataset):
         image = read_image(sample.image_path)
         coarse_mask = read_mask(sample.mask_path, size=image.shape[:2])
         item = {"image": image_to_tensor(image), "coarse_mask": label_to_tensor(coarse_mask),
-                "sample_id": sample.sample_id}
-        return _finish(item, self.transform)
-
-
-class ValidationDataset(_SkippingDataset):
-    """Natural photos with true alpha: items ``{"image", "alpha", "sample_id"}``.
-
-    Usually without a transform: metrics are taken at the ground truth's resolution.
-    """
-
-    def __init__(self, samples: Sequence[ValidationSample], transform: Transform | None = None,
-                 *, skip_bad: bool = False) -> None:
-        super().__init__(samples, transform, skip_bad=skip_bad)
-
-    def _load(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
-        image = read_image(sample.image_path)
-        alpha = read_alpha(sample.alpha_path, size=image.shape[:2])
-        item = {"image": image_to_tensor(image), "alpha": label_to_tensor(alpha),
                 "sample_id": sample.sample_id}
         return _finish(item, self.transform)
 

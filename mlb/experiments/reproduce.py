@@ -168,7 +168,7 @@ class ReproduceConfig(FrozenConfig):
         # Scale the short side to the image size, then multi-scale crops around ``crop``.
         return AugmentConfig(short_side=self.size, scale_range=(1.0, 1.3),
                              crop_sizes=(self.crop, int(self.crop * 1.25)),
-                             output_size=self.crop, eval_short_side=self.size)
+                             output_size=self.crop)
 
     @property
     def loss(self) -> LossConfig:
@@ -264,8 +264,8 @@ def _teachers(config: ReproduceConfig, data: Mapping[str, Path], out: Path, seed
 def _relabel(config: ReproduceConfig, data: Mapping[str, Path], store: Path, teacher: Path, *,
              mode: Literal["soft", "hard"], weights: Literal["model", "ema"] = "model",
              parent: str | None = None, ema_round: int = 0) -> str:
-    relabel_config = RelabelConfig(blend=BlendConfig(mode=mode), short_side=config.size,
-                                   batch_size=16, device="cpu")
+    relabel_config = RelabelConfig(blend=BlendConfig(mode=mode), inference={
+        "short_side": config.size, "batch_size": 16, "device": "cpu"})
     summary = relabel(RelabelRequest(
         teacher=str(teacher), images=str(data["natural"] / "images"),
         masks=str(data["natural"] / "masks"), store=str(store), weights=weights,
@@ -356,7 +356,7 @@ def _label_quality(config: ReproduceConfig, data: Mapping[str, Path], store: Pat
     natural = data["natural"]
     teacher_scores = evaluate_checkpoint(EvaluateRequest(
         model=str(teacher), images=str(natural / "images"), alphas=str(natural / "alphas"),
-        short_side=config.size, device="cpu"), progress=False).mean
+        inference={"short_side": config.size, "device": "cpu"}), progress=False).mean
     quality: dict[str, dict[str, float | None]] = {
         "teacher": {key: teacher_scores.get(key) for key in COLUMNS}}
     for row, (name, round_index) in BLENDED_ROWS.items():
@@ -380,7 +380,7 @@ def _score(config: ReproduceConfig, data: Mapping[str, Path], checkpoint: Path, 
     }[domain]
     report = evaluate_checkpoint(EvaluateRequest(
         model=str(checkpoint), images=str(images), alphas=str(alphas),
-        short_side=config.size, device="cpu",
+        inference={"short_side": config.size, "device": "cpu"},
     ), progress=False)
     return {key: report.mean.get(key) for key in COLUMNS}
 

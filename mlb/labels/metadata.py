@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from storage import QuarantineRecord
+
 __all__ = ["CorpusInfo", "InferenceInfo", "LabelVersionMetadata", "Lineage", "QuarantinedSample",
            "TeacherInfo"]
 
@@ -28,16 +30,8 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
 
-class QuarantinedSample(BaseModel):
-    """A sample left without labels: found by the corpus ``scan`` or while labelling a
-    ``shard``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    sample_id: str
-    reason: str
-    stage: Literal["scan", "shard"]
-    path: str | None = None
+# The one quarantine record (storage.QuarantineRecord), by the name this package has used.
+QuarantinedSample = QuarantineRecord
 
 
 class Lineage(_Section):

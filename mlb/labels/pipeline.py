@@ -32,7 +32,6 @@ from mlb.inference import (
     run_model,
     to_original_size,
 )
-from mlb.labels.metadata import QuarantinedSample
 from mlb.labels.request import (
     RelabelConfig,
     RelabelRequest,
@@ -185,7 +184,7 @@ class _Progress:
     written: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     labelled: int = 0
-    quarantined: list[QuarantinedSample] = field(default_factory=list)
+    quarantined: list[QuarantineRecord] = field(default_factory=list)
 
 
 class _ShardWriter:
@@ -245,9 +244,7 @@ class _ShardWriter:
         (self._done.written if wrote else self._done.skipped).append(end.shard)
         if wrote:
             self._done.labelled += len(self._labels)
-            self._done.quarantined.extend(
-                QuarantinedSample(sample_id=q.sample_id, reason=q.reason, stage="shard")
-                for q in quarantined)
+            self._done.quarantined.extend(quarantined)
         self._labels, self._quarantined = [], []
 
 
@@ -261,7 +258,8 @@ def _work(draft: DraftVersion, request: RelabelRequest, shards: Sequence[int],
             continue
         batches, quarantined = plan_shard_batches(
             _sources(draft.shard_entries(shard), request, draft.version_id),
-            short_side=config.short_side, batch_size=config.batch_size, skip_bad=config.skip_bad)
+            short_side=config.inference.short_side,
+            batch_size=config.inference.batch_size, skip_bad=config.skip_bad)
         for batch in batches:
             yield shard, batch
         yield _ShardEnd(shard, quarantined)
@@ -292,7 +290,8 @@ def _decoded(pool: ThreadPoolExecutor, work: Iterator[Any], *, window: int,
                 break
             if not isinstance(item, _ShardEnd):
                 shard, sources = item
-                item = pool.submit(decode_batch, shard, sources, short_side=config.short_side,
+                item = pool.submit(decode_batch, shard, sources,
+                                   short_side=config.inference.short_side,
                                    skip_bad=config.skip_bad, pin_memory=pin_memory)
             ahead.append(item)
             while sum(isinstance(i, Future) for i in ahead) > window:
@@ -327,7 +326,8 @@ def run_pipeline(model: nn.Module, draft: DraftVersion, request: RelabelRequest,
                 if isinstance(item, _ShardEnd) or item.inputs is None:
                     writer.put(item if isinstance(item, _ShardEnd) else (item, None))
                     continue
-                outputs = run_model(model, item.inputs, amp=config.amp)
+                outputs = run_model(model, item.inputs, amp=config.inference.amp,
+                                    channels_last=config.inference.channels_last)
                 writer.put((item, outputs))
         finally:
             items.close()  # cancels decoding ahead when an error ends the run

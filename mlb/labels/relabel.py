@@ -80,7 +80,7 @@ from mlb.labels.request import (
     RelabelSummary,
     ShardStats,
 )
-from mlb.labels.teacher import cached_teacher, teacher_sha256, this_process
+from mlb.labels.teacher import TEACHERS, teacher_sha256, this_process
 from storage import (
     DraftVersion,
     LabelStore,
@@ -96,11 +96,11 @@ from storage import (
 
 def version_inputs(request: RelabelRequest) -> dict[str, Any]:
     """The ``extra`` of the version's content id: settings that change the stored bytes."""
-    config = request.config
-    return id_settings(short_side=config.short_side, weights=request.weights,
+    config, inference = request.config, request.config.inference
+    return id_settings(short_side=inference.short_side, weights=request.weights,
                        store_teacher_alpha=config.store_teacher_alpha,
-                       batch_size=config.batch_size, shard_size=config.shard_size,
-                       amp=config.amp)
+                       batch_size=inference.batch_size, shard_size=config.shard_size,
+                       amp=inference.amp)
 
 
 def _version_id(request: RelabelRequest, manifest: Manifest, teacher_sha256: str) -> str:
@@ -162,8 +162,9 @@ def _metadata(request: RelabelRequest, checkpoint: Checkpoint, sha: str,
                             step=checkpoint.step,
                             model=checkpoint.model_config.model_dump(mode="json")),
         blend=config.blend.model_dump(mode="json"),
-        inference=InferenceInfo(short_side=config.short_side, batch_size=config.batch_size,
-                                amp=config.amp, resize_back="bilinear"),
+        inference=InferenceInfo(short_side=config.inference.short_side,
+                                batch_size=config.inference.batch_size,
+                                amp=config.inference.amp, resize_back="bilinear"),
         corpus=CorpusInfo(name=request.corpus_name, images=os.path.abspath(request.images),
                           masks=os.path.abspath(request.masks),
                           scan_quarantine=tuple(scan_quarantine)),
@@ -207,8 +208,10 @@ def relabel_shards(request: RelabelRequest, *, version_id: str, shards: Sequence
             f"this request describes version {expected}, not {version_id}: the teacher file "
             f"{request.teacher} or the relabel settings differ from the ones the draft was "
             "prepared with")
-    device = resolve_device(request.config.device)
-    model = cached_teacher(request.teacher, sha256=sha, weights=request.weights, device=device)
+    inference = request.config.inference
+    model = TEACHERS.get(request.teacher, sha256=sha, weights=request.weights,
+                         device=resolve_device(inference.device),
+                         channels_last=inference.channels_last)
     done = run_pipeline(model, draft, request, list(shards), progress=progress)
     seconds = time.perf_counter() - started
     return ShardStats(version_id=version_id, shards_written=done.written,

@@ -7,32 +7,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, model_validator
 
 from mlb.blend import BlendConfig
-from mlb.config import FrozenConfig, ShortSide
-from mlb.device import check_device_name
+from mlb.config import FrozenConfig
+from mlb.inference import InferenceConfig, nest_inference_fields
 from mlb.labels.metadata import QuarantinedSample
 
 
+class LabellingInference(InferenceConfig):
+    """The teacher's inference settings when it labels a corpus. Batches default to 8 (offline
+    labelling is throughput-bound); ``short_side``, ``batch_size`` and ``amp`` change the
+    stored bytes and are part of the version id, ``device`` and ``channels_last`` are not."""
+
+    batch_size: PositiveInt = 8
+
+
 class RelabelConfig(FrozenConfig):
-    """How the teacher labels a corpus; every field except ``device``, ``skip_bad`` and
-    ``decode_threads`` changes the stored bytes and is part of the version id."""
+    """How the teacher labels a corpus; every field except ``inference.device``,
+    ``inference.channels_last``, ``skip_bad`` and ``decode_threads`` changes the stored bytes
+    and is part of the version id."""
 
     blend: BlendConfig = BlendConfig()
-    batch_size: PositiveInt = 8
-    short_side: ShortSide = 512
+    inference: LabellingInference = LabellingInference()
     shard_size: PositiveInt = 64
     store_teacher_alpha: bool = False
     skip_bad: bool = False
-    device: str = "auto"
-    amp: bool = True
     decode_threads: PositiveInt = 2
 
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, device: str) -> str:
-        return check_device_name(device)
+    _flat_inference = model_validator(mode="before")(nest_inference_fields)
 
 
 class RelabelRequest(FrozenConfig):

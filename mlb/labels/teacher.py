@@ -13,12 +13,8 @@ import torch
 from torch import nn
 
 from mlb.checkpoint import load_model
-from mlb.inference import (
-    prepare_model,
-)
-from storage import (
-    file_sha256,
-)
+from mlb.inference import prepare_model
+from storage import file_sha256
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -35,34 +31,40 @@ def teacher_sha256(path: str | os.PathLike[str]) -> str:
     return _SHA_CACHE[key]
 
 
-
 # --------------------------------------------------------------------------- teacher
 
 
-_TEACHERS: dict[tuple[str, str, str, str], nn.Module] = {}
-_TEACHERS_LOCK = threading.Lock()
-_TEACHER_LOADS = [0]  # loads in this process (a list: mutable without `global`)
+class TeacherCache:
+    """The teacher network of this process, loaded once per key and reused by every shard.
 
-
-def cached_teacher(path: str, *, sha256: str, weights: Literal["model", "ema"],
-                   device: torch.device) -> nn.Module:
-    """The teacher in eval mode on ``device``, loaded once per process and key.
-
-    Keyed by (path, sha256, weights, device); only the last key is kept, so a worker that
-    switches teachers (the next EMA round) frees the previous one.
+    Keyed by (path, sha256, weights, device, channels_last); only the last key is kept, so a
+    worker that switches teachers (the next EMA round) frees the previous one. Thread-safe.
     """
-    key = (os.path.abspath(path), sha256, weights, str(device))
-    with _TEACHERS_LOCK:
-        if key not in _TEACHERS:
-            _TEACHERS.clear()
-            model, _ = load_model(path, weights=weights, device="cpu")
-            _TEACHERS[key] = prepare_model(model, device=device)
-            _TEACHER_LOADS[0] += 1
-        return _TEACHERS[key]
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str, str, str, bool], nn.Module] = {}
+        self._lock = threading.Lock()
+        self.loads = 0
+        """Teachers loaded so far (stays 1 on a worker that labels many shards)."""
+
+    def get(self, path: str, *, sha256: str, weights: Literal["model", "ema"],
+            device: torch.device, channels_last: bool = True) -> nn.Module:
+        """The teacher in eval mode on ``device``."""
+        key = (os.path.abspath(path), sha256, weights, str(device), channels_last)
+        with self._lock:
+            if key not in self._models:
+                self._models.clear()
+                model, _ = load_model(path, weights=weights, device="cpu")
+                self._models[key] = prepare_model(model, device=device,
+                                                  channels_last=channels_last)
+                self.loads += 1
+            return self._models[key]
+
+
+# One per process: Dask workers and loader processes each build their own on first use.
+TEACHERS = TeacherCache()
 
 
 def this_process() -> dict[str, Any]:
     return {"process": f"{socket.gethostname()}:{os.getpid()}",
-            "teacher_loads": _TEACHER_LOADS[0]}
-
-
+            "teacher_loads": TEACHERS.loads}

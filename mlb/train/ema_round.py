@@ -27,12 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import model_validator
 
 from mlb.checkpoint import CheckpointError, read_checkpoint
 from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
 from mlb.evaluate import EvaluateRequest, EvaluationReport, evaluate_checkpoint, metrics_table
+from mlb.inference import InferenceConfig, nest_inference_fields
 from mlb.labels.metadata import LabelVersionMetadata
 from mlb.labels.relabel import relabel
 from mlb.labels.request import RelabelConfig, RelabelRequest
@@ -64,8 +65,11 @@ class EmaRoundRequest(FrozenConfig):
     loss: LossConfig = LossConfig()
     augment: AugmentConfig = AugmentConfig()
     strong_augment: bool = True
-    short_side: int = Field(512, ge=1)
-    """Inference short side when scoring both students."""
+    inference: InferenceConfig = InferenceConfig()
+    """How both students are run when they are scored (the relabel has its own, in
+    ``relabel.inference``)."""
+
+    _flat_inference = model_validator(mode="before")(nest_inference_fields)
 
 
 class RoundPlan(FrozenConfig):
@@ -147,13 +151,13 @@ def run_round(request: EmaRoundRequest, steps: RoundSteps = RoundSteps()) -> Ema
         strong_augment=request.strong_augment, ema=True))
     current, new = (steps.evaluate(EvaluateRequest(
         model=model, images=request.validation_images, alphas=request.validation_alphas,
-        short_side=request.short_side)) for model in (request.student, trained.checkpoint))
+        inference=request.inference)) for model in (request.student, trained.checkpoint))
     current_metric, new_metric = _promotion_metric(current), _promotion_metric(new)
     better = is_not_worse(new_metric, current_metric)
     if better:
         steps.promote(trained.checkpoint, request.student, str(folder / "previous-student.pt"))
     markdown = round_markdown(plan, version_id, current.mean, new.mean, promoted=better,
-                              short_side=request.short_side)
+                              short_side=request.inference.short_side)
     report = folder / "report.md"
     report.write_text(markdown)
     return EmaRound(ema_round=plan.ema_round, version_id=version_id,

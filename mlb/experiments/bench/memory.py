@@ -38,7 +38,8 @@ def bench_memory(size: MemoryBench, workspace: Workspace) -> list[BenchRow]:
     """Peak RSS of a relabel over ``size.large`` images over that of ``size.small``."""
     started = time.perf_counter()
     teacher = workspace.checkpoint(size.teacher)
-    config = RelabelConfig(short_side=size.short_side, batch_size=size.batch_size,
+    config = RelabelConfig(inference={"short_side": size.short_side,
+                                      "batch_size": size.batch_size},
                            shard_size=size.shard_size)
     results = {}
     for label, count in (("small", size.small), ("large", size.large)):

@@ -24,7 +24,7 @@ from mlb.experiments.bench.workspace import Corpus, Workspace
 from mlb.inference import InferenceBatch, prepare_batch, run_model
 from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel_shards
 from mlb.labels.request import RelabelConfig, RelabelRequest
-from mlb.labels.teacher import cached_teacher, teacher_sha256
+from mlb.labels.teacher import TEACHERS, teacher_sha256
 
 __all__ = ["bench_relabel", "decode_batches", "relabel_phases"]
 
@@ -43,9 +43,10 @@ def decode_batches(corpus: Corpus, config: RelabelConfig) -> list[InferenceBatch
     """Every batch of the corpus decoded, resized and padded, held in memory."""
     samples = find_segmentation_samples(corpus.images, corpus.masks).samples
     paths = [sample.image_path for sample in samples]
-    return [prepare_batch([read_image(path) for path in batch], short_side=config.short_side)
+    short_side = config.inference.short_side
+    return [prepare_batch([read_image(path) for path in batch], short_side=short_side)
             for batch in _batches_of(paths, shard_size=config.shard_size,
-                                     batch_size=config.batch_size)]
+                                     batch_size=config.inference.batch_size)]
 
 
 def relabel_phases(request: RelabelRequest) -> dict[str, float]:
@@ -67,12 +68,13 @@ def bench_relabel(size: RelabelBench, workspace: Workspace) -> list[BenchRow]:
     started = time.perf_counter()
     corpus = workspace.corpus(count=size.images, size=size.image_size)
     teacher = workspace.checkpoint(size.teacher)
-    config = RelabelConfig(short_side=size.short_side, batch_size=size.batch_size,
+    config = RelabelConfig(inference={"short_side": size.short_side,
+                                      "batch_size": size.batch_size},
                            shard_size=size.shard_size)
-    device = resolve_device(config.device)
     # The relabel's own cached module: loading it now keeps file IO out of both timings.
-    model = cached_teacher(str(teacher), sha256=teacher_sha256(teacher), weights="model",
-                           device=device)
+    device = resolve_device(config.inference.device)
+    model = TEACHERS.get(str(teacher), sha256=teacher_sha256(teacher), weights="model",
+                         device=device)
     decode_started = time.perf_counter()
     batches = decode_batches(corpus, config)
     decode_seconds = time.perf_counter() - decode_started
@@ -83,7 +85,7 @@ def bench_relabel(size: RelabelBench, workspace: Workspace) -> list[BenchRow]:
     def forward() -> None:
         cpu = time.process_time()
         for batch in batches:
-            run_model(model, batch, amp=config.amp)
+            run_model(model, batch, amp=config.inference.amp)
         cpu_seconds["forward"].append(time.process_time() - cpu)
 
     def relabel() -> None:
@@ -94,7 +96,7 @@ def bench_relabel(size: RelabelBench, workspace: Workspace) -> list[BenchRow]:
         phases.append(relabel_phases(request))
         cpu_seconds["relabel"].append(time.process_time() - cpu)
 
-    run_model(model, batches[0], amp=config.amp)  # first-call setup out of the timings
+    run_model(model, batches[0], amp=config.inference.amp)  # first-call setup out of the timings
     timings = interleaved({"forward": forward, "relabel": relabel}, size.timing)
     phases = phases[size.timing.warmup:]
     pipeline = Timing(tuple(phase["pipeline_s"] for phase in phases))

@@ -94,7 +94,7 @@ class Workspace:
         request = RelabelRequest(
             teacher=str(self.checkpoint(teacher)), images=str(corpus.images),
             masks=str(corpus.masks), store=str(store),
-            config=RelabelConfig(short_side=short_side))
+            config=RelabelConfig(inference={"short_side": short_side}))
         summary = relabel(request, progress=False)  # a published version is found, not redone
         return LabelSet(store, summary.version_id, corpus, teacher)
 
