@@ -38,8 +38,8 @@ from mlb.blend import BlendConfig
 from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
 from mlb.data.synth import make_composite_corpus, make_natural_corpus
-from mlb.data.trimap import kernel_range_for
-from mlb.ddc import window_for
+from mlb.data.trimap import DEFAULT_KERNEL_RANGE
+from mlb.ddc import REFERENCE_WINDOW
 from mlb.evaluate import EvaluateRequest, evaluate_checkpoint
 from mlb.experiments.reproduce_networks import network_rows, train_network_rows
 from mlb.labels.relabel import relabel
@@ -146,12 +146,19 @@ class ReproduceConfig(FrozenConfig):
     ddc_steps: int = Field(400, ge=1)
     ddc_weight: float = Field(0.1, ge=0)
     """Weight of the (known + 10 x DDC) term in the MLB + DDC student."""
-    ddc_window: int | None = Field(None, ge=1)
-    """DDC's window side and kept candidates (DDC-only row and the MLB + DDC student); None:
-    the reference's 11 at 512 px scaled to ``size`` (``mlb.ddc.window_for``: 3 at 96 px)."""
-    trimap_kernel_range: tuple[int, int] | None = None
-    """Erosion kernels of DDC's trimaps (px); None: the reference's 1-29 px at 640 px scaled
-    to ``size``, at least 3 px for coarse masks (``kernel_range_for``: 3-4 px at 96 px)."""
+    ddc_window: int = Field(REFERENCE_WINDOW, ge=1)
+    """DDC's window side, and the candidates kept per pixel (the reference keeps as many as
+    the side), for the DDC-only row and the MLB + DDC student. The reference's 11 was made
+    for 512 px crops; ``mlb.ddc.window_for(size)`` scales it (3 at 96 px). Trial at 96 px
+    (``python -m mlb.experiments.science_trials ddc``, 200 steps from a 300-step
+    segmentation-only teacher scoring 100.9 whole / 132.3 boundary; docs/science-notes.md):
+    window 11, kernels 1-29: 101.6 / 161.5; window 3, kernels 3-4 (both scaled): 96.3 / 203.4.
+    The scaled recipe keeps the known region up to a pixel or two from the mask edge, and
+    the known L1 then teaches the mask's own sharp edge (the coarse masks score 193 on the
+    boundary), so it stays at the reference's values."""
+    trimap_kernel_range: tuple[int, int] = DEFAULT_KERNEL_RANGE
+    """Erosion kernels of DDC's trimaps (px): the reference's 1-29, made for 640 px images
+    (``kernel_range_for(size)`` scales them, 3-4 px at 96 px; trial above)."""
     threads: int | None = Field(None, ge=1)
     """torch intra-op threads for this process (None: torch's default, one per core). On a
     shared machine 1 is often faster: busy-waiting OpenMP threads thrash when the cores are
@@ -175,14 +182,9 @@ class ReproduceConfig(FrozenConfig):
         return LossConfig(boundary_weight=self.boundary_weight)
 
     @property
-    def ddc_loss(self) -> LossConfig:
-        """``loss`` with DDC's window at this preset's resolution."""
-        window = self.ddc_window or window_for(self.size)
-        return self.loss.model_copy(update={"ddc_window": window, "ddc_neighbours": window})
-
-    @property
-    def ddc_kernels(self) -> tuple[int, int]:
-        return self.trimap_kernel_range or kernel_range_for(self.size)
+    def ddc_settings(self) -> dict[str, int]:
+        """``LossConfig`` fields of DDC's window (the kept candidates follow the side)."""
+        return {"ddc_window": self.ddc_window, "ddc_neighbours": self.ddc_window}
 
     def train(self, steps: int, seed: int, *, lr: float | None = None) -> TrainConfig:
         return TrainConfig(steps=steps, batch_size=self.batch_size, lr=lr or self.lr, seed=seed,
@@ -276,14 +278,12 @@ def _relabel(config: ReproduceConfig, data: Mapping[str, Path], store: Path, tea
 
 def _student(config: ReproduceConfig, store: Path, labels: str, *, init: Path, out: Path,
              steps: int, seed: int, strong: bool = True, ddc_weight: float = 0.0) -> Path:
-    # Only a student with a DDC term records DDC's settings: the others' requests (and
-    # their resumable checkpoints) do not depend on them.
-    ddc = ({"loss": config.ddc_loss, "trimap_kernel_range": config.ddc_kernels}
-           if ddc_weight > 0 else {"loss": config.loss})
+    loss = LossConfig(**{**config.loss.model_dump(), **config.ddc_settings})
     train_student(StudentRequest(
         store=str(store), labels=labels, model=config.model, out=str(out), init=str(init),
         train=config.train(steps, seed), augment=config.augment, strong_augment=strong,
-        ema=True, ddc_weight=ddc_weight, **ddc,
+        ema=True, ddc_weight=ddc_weight, loss=loss,
+        trimap_kernel_range=config.trimap_kernel_range,
     ), resume=True, progress=False)
     return out
 
@@ -319,7 +319,7 @@ def _ddc_only(config: ReproduceConfig, data: Mapping[str, Path], out: Path, seed
         images=str(data["natural"] / "images"), masks=str(data["natural"] / "masks"),
         model=config.model, out=str(checkpoint), init=str(init),
         train=config.train(config.ddc_steps, seed), augment=config.augment,
-        loss=config.ddc_loss, trimap_kernel_range=config.ddc_kernels,
+        loss=LossConfig(**config.ddc_settings), trimap_kernel_range=config.trimap_kernel_range,
     ), resume=True, progress=False)
     return checkpoint
 
