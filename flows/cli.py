@@ -3,6 +3,7 @@
     mlb-flows demo [--work DIR]        # synth -> teacher -> relabel -> student -> evaluate
     mlb-flows serve [--limit N]        # every deployment of prefect.yaml, one process
     mlb-flows deployments              # what serve would serve: names, schedules, entrypoints
+    mlb-flows run relabel [--param request.teacher=checkpoints/student.pt]... [--wait]
 
 ``demo`` runs embedded (no server needed; Prefect starts one temporary API for the run) unless
 ``PREFECT_API_URL`` points at a server, where the runs then appear.
@@ -16,7 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from prefect.exceptions import ParameterTypeError
+import httpx
+from prefect.exceptions import ObjectNotFound, ParameterTypeError, PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL
 
 from flows.deploy import PROJECT_FILE
 
@@ -39,6 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--only", nargs="+", default=(), metavar="NAME",
                        help="serve only these deployments")
     serve.set_defaults(func=_serve)
+
+    run = commands.add_parser(
+        "run", help="start a run of a deployment by its short name; prints the run's URL",
+        description="Start a flow run of deployment NAME (short for NAME/NAME) with the "
+        "deployment's default parameters, each --param KEY=VALUE replacing one of them. KEY "
+        "may be dotted (request.teacher) to replace one field of a request; VALUE is JSON "
+        "when it parses as JSON, else a string.")
+    run.add_argument("name", metavar="NAME", help="deployment name, e.g. relabel")
+    run.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--wait", action="store_true",
+                     help="wait for the run to end; exit 1 unless it completed")
+    run.add_argument("--timeout", type=float, default=None, metavar="S",
+                     help="with --wait: give up after S seconds (exit 1)")
+    run.set_defaults(func=_run)
 
     listing = commands.add_parser("deployments", help="list the deployments serve would serve")
     listing.add_argument("--file", type=Path, default=PROJECT_FILE)
@@ -65,6 +82,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from flows.submit import parse_overrides, submit
+
+    run = submit(args.name, parse_overrides(args.param), wait=args.wait, timeout=args.timeout)
+    print(f"flow run {run.name} ({run.id}) of {run.deployment}: {run.state}")
+    print(run.url)
+    return 0 if not args.wait or run.state == "COMPLETED" else 1
+
+
 def _list(args: argparse.Namespace) -> int:
     from flows.deploy import read_deployments
 
@@ -79,7 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, ParameterTypeError) as error:
+    except httpx.TransportError as error:
+        print(f"mlb-flows {args.command}: error: cannot reach the Prefect API at "
+              f"{PREFECT_API_URL.value()} ({error}); start the server or set PREFECT_API_URL",
+              file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, ParameterTypeError, ObjectNotFound,
+            PrefectHTTPStatusError, TimeoutError) as error:
         # Expected failures (bad paths, bad values) get one clear line, like `mlb`.
         print(f"mlb-flows {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -6,20 +6,43 @@ entrypoints, parameters, schedules). ``prefect deploy --all`` registers them for
 the two ways of running cannot drift apart.
 
 Every deployment is named after its flow: ``prefect deployment run relabel/relabel``.
+
+Served and work-pool deployments share those names, so neither may silently take the other
+over: ``serve`` refuses a name registered for a work pool, and ``prefect deploy`` (through
+the build step :func:`refuse_served_takeover` in prefect.yaml) refuses a name that is served.
+
+Stopping ``serve`` (SIGTERM, or Ctrl-C / SIGINT) cancels its in-flight runs (state
+CANCELLED, message naming the signal) and pauses every deployment it served; serving again
+resumes them. A schedule paused by the operator (``prefect deployment schedule pause``)
+stays paused across restarts: the server replaces a deployment's schedules (new ids) when it
+is registered again, so ``serve`` reads the paused ones first and registers them paused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import importlib
 import os
+import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import yaml
-from prefect import Flow, serve
+from prefect import Flow
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.objects import Deployment
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events import DeploymentTriggerTypes
+from prefect.exceptions import ObjectNotFound
+from prefect.runner import Runner
 from prefect.schedules import Cron, Interval, Schedule
+from prefect.states import Cancelled
+from pydantic import TypeAdapter
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILE = PROJECT_ROOT / "prefect.yaml"
@@ -36,6 +59,8 @@ class DeploymentSpec:
     tags: tuple[str, ...] = ()
     parameters: dict[str, Any] = field(default_factory=dict)
     schedules: tuple[Schedule, ...] = ()
+    triggers: tuple[dict[str, Any], ...] = ()
+    """prefect.yaml's ``triggers`` of the deployment, as written (automations)."""
 
 
 def load_entrypoint(entrypoint: str) -> Flow:
@@ -80,33 +105,169 @@ def read_deployments(path: str | os.PathLike = PROJECT_FILE) -> list[DeploymentS
             description=entry.get("description", ""), tags=tuple(entry.get("tags") or ()),
             parameters=dict(entry.get("parameters") or {}),
             schedules=tuple(_schedule(item, where=where) for item in entry.get("schedules") or ()),
+            triggers=tuple(entry.get("triggers") or ()),
         ))
     if not specs:
         raise ValueError(f"{path} declares no deployments")
     return specs
 
 
-def runner_deployment(spec: DeploymentSpec) -> RunnerDeployment:
-    """The deployment ``serve`` registers for ``spec`` (entrypoint by module path)."""
+_TRIGGERS = TypeAdapter(DeploymentTriggerTypes)
+
+
+def deployment_triggers(spec: DeploymentSpec) -> list[DeploymentTriggerTypes]:
+    """The deployment's triggers as ``prefect deploy`` builds them (same default names)."""
+    return [_TRIGGERS.validate_python({"name": f"{spec.name}__automation_{i}", **entry})
+            for i, entry in enumerate(spec.triggers, start=1)]
+
+
+def _schedule_key(schedule: Any) -> tuple:
+    return (getattr(schedule, "cron", None), getattr(schedule, "timezone", None),
+            str(getattr(schedule, "interval", None) or ""))
+
+
+def runner_deployment(spec: DeploymentSpec, *,
+                      paused_schedules: frozenset[tuple] = frozenset()) -> RunnerDeployment:
+    """The deployment ``serve`` registers for ``spec`` (entrypoint by module path).
+
+    ``paused_schedules``: keys (:func:`_schedule_key`) of schedules to register paused.
+    """
+    schedules = [dataclasses.replace(item, active=False)
+                 if _schedule_key(item) in paused_schedules else item for item in spec.schedules]
     return spec.flow.to_deployment(
-        spec.name, schedules=list(spec.schedules), parameters=spec.parameters,
+        spec.name, schedules=schedules, parameters=spec.parameters,
         description=spec.description or spec.flow.description, tags=list(spec.tags),
-        entrypoint_type=EntrypointType.MODULE_PATH,
+        entrypoint_type=EntrypointType.MODULE_PATH, triggers=deployment_triggers(spec),
+        paused=False, _sync=True,  # also when called from serve's event loop
     )
 
 
-def serve_deployments(path: str | os.PathLike = PROJECT_FILE, *, limit: int | None = None,
-                      only: tuple[str, ...] = ()) -> None:
-    """Serve every deployment of ``path`` (or those named in ``only``) until interrupted.
+async def _existing(client: PrefectClient, name: str) -> Deployment | None:
+    try:
+        return await client.read_deployment_by_name(f"{name}/{name}")
+    except ObjectNotFound:
+        return None
 
-    ``limit``: most flow runs at once. Stopping pauses the served deployments (Prefect's
-    default) so no run piles up while nothing serves them; serving again resumes them, except
-    schedules paused from the CLI (``prefect deployment schedule pause``), which stay paused.
+
+async def _prepare_serving(client: PrefectClient, specs: list[DeploymentSpec]
+                           ) -> list[RunnerDeployment]:
+    """Refuse pool deployments of the same names; keep the operator's paused schedules."""
+    deployments = []
+    for spec in specs:
+        existing = await _existing(client, spec.name)
+        if existing is not None and existing.work_pool_name:
+            raise ValueError(
+                f"deployment {spec.name}/{spec.name} is registered for work pool "
+                f"{existing.work_pool_name!r} (prefect deploy); serving it would take it over. "
+                f"Delete it first (`prefect deployment delete {spec.name}/{spec.name}`) or "
+                "keep using the work pool")
+        paused = frozenset(
+            _schedule_key(item.schedule) for item in (existing.schedules if existing else [])
+            if not item.active)
+        if paused:
+            print(f"{spec.name}/{spec.name}: {len(paused)} schedule(s) stay paused as they were",
+                  flush=True)
+        deployments.append(runner_deployment(spec, paused_schedules=paused))
+    return deployments
+
+
+class _StoppableRunner(Runner):
+    """A Runner whose SIGTERM handler asks :func:`_serve` to stop instead of exiting at once.
+
+    Prefect's own handler calls the async ``stop`` from a signal handler without awaiting it
+    (``coroutine 'Runner.astop' was never awaited``), so runs were left RUNNING and only
+    some deployments were paused.
+    """
+
+    stop_requested: asyncio.Event
+    loop: asyncio.AbstractEventLoop
+    signal_name: str = ""
+
+    def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+        self.request_stop("SIGTERM")
+
+    def request_stop(self, name: str) -> None:
+        self.signal_name = self.signal_name or name
+        self.loop.call_soon_threadsafe(self.stop_requested.set)
+
+
+async def _serve(specs: list[DeploymentSpec], *, limit: int | None) -> str:
+    """Serve until SIGTERM/SIGINT; then cancel in-flight runs and pause every deployment.
+
+    Returns the name of the signal that stopped it.
+    """
+    async with get_client() as client:
+        deployments = await _prepare_serving(client, specs)
+    runner = _StoppableRunner(limit=limit, pause_on_shutdown=False)
+    runner.stop_requested, runner.loop = asyncio.Event(), asyncio.get_running_loop()
+    runner.loop.add_signal_handler(signal.SIGINT, runner.request_stop, "SIGINT")
+    ids: list[UUID] = [await runner.add_deployment(deployment) for deployment in deployments]
+    print(f"serving {len(ids)} deployments: "
+          f"{', '.join(f'{d.flow_name}/{d.name}' for d in deployments)}", flush=True)
+    started = asyncio.create_task(runner.start())
+    stop = asyncio.create_task(runner.stop_requested.wait())
+    await asyncio.wait({started, stop}, return_when=asyncio.FIRST_COMPLETED)
+    reason = runner.signal_name or "the runner ended"
+    in_flight = list(runner._process_manager.flow_run_ids())  # before astop clears them
+    if not started.done():
+        await runner.astop()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(started, timeout=60)
+    stop.cancel()
+    async with get_client() as client:
+        await _finish_runs(client, in_flight, reason)
+        for deployment_id in ids:
+            await client.pause_deployment(deployment_id)
+    print(f"stopped by {reason}: {len(in_flight)} in-flight run(s) cancelled, "
+          f"{len(ids)} deployments paused", flush=True)
+    return reason
+
+
+async def _finish_runs(client: PrefectClient, flow_run_ids: list[UUID], reason: str) -> None:
+    """Every run this process had in flight ends CANCELLED (if the runner did not already)."""
+    for flow_run_id in flow_run_ids:
+        run = await client.read_flow_run(flow_run_id)
+        if run.state is None or not run.state.is_final():
+            await client.set_flow_run_state(flow_run_id, Cancelled(
+                message=f"mlb-flows serve stopped ({reason}) while this run was in flight"),
+                force=True)
+
+
+def serve_deployments(path: str | os.PathLike = PROJECT_FILE, *, limit: int | None = None,
+                      only: tuple[str, ...] = ()) -> str:
+    """Serve every deployment of ``path`` (or those named in ``only``) until stopped.
+
+    ``limit``: most flow runs at once. Returns the signal that stopped it. See the module
+    docstring for what stopping does.
     """
     specs = read_deployments(path)
     unknown = sorted(set(only) - {spec.name for spec in specs})
     if unknown:
         raise ValueError(f"no deployment named {', '.join(unknown)} in {path}; available: "
                          f"{', '.join(spec.name for spec in specs)}")
-    serve(*[runner_deployment(spec) for spec in specs if not only or spec.name in only],
-          limit=limit)
+    return asyncio.run(_serve([spec for spec in specs if not only or spec.name in only],
+                              limit=limit))
+
+
+def refuse_served_takeover(path: str = str(PROJECT_FILE)) -> dict[str, str]:
+    """``prefect deploy`` build step: fail if a deployment of ``path`` is served (no pool).
+
+    ``prefect deploy`` would otherwise move a served deployment to the work pool, and the
+    worker and ``serve`` would compete for its runs.
+    """
+    names = [entry["name"] for entry in
+             (yaml.safe_load(Path(path).read_text()) or {}).get("deployments") or []]
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                existing = client.read_deployment_by_name(f"{name}/{name}")
+            except ObjectNotFound:
+                continue
+            if not existing.work_pool_name:
+                message = (f"deployment {name}/{name} is served by `mlb-flows serve` (no work "
+                           "pool); deploying it to a pool would take it over. Stop serve and "
+                           f"delete it first (`prefect deployment delete {name}/{name}`)")
+                # Prefect prints the step's traceback; this line says it first, plainly.
+                print(f"prefect deploy: error: {message}", file=sys.stderr, flush=True)
+                raise ValueError(message)
+    return {"checked": ", ".join(names)}

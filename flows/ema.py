@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.evaluate import evaluate
 from flows.relabel import relabel
+from flows.runlog import start_run
 from flows.runners import DaskConfig, RetryPolicy, retry_condition
 from flows.training import train_student
 from mlb.labels.request import RelabelRequest
@@ -47,6 +48,8 @@ promote = task(name="promote", retries=2, retry_delay_seconds=5,
 def ema_relabel(request: EmaRoundRequest, dask: DaskConfig = DaskConfig(),  # noqa: B008
                 retry: RetryPolicy = RetryPolicy()) -> EmaRound:  # noqa: B008
     """One mean-teacher round; the new student is promoted only if it is not worse."""
+
+    request = start_run(request)  # relative paths: under the data root (flows.paths)
 
     def relabel_step(labels: RelabelRequest) -> str:
         return relabel(labels, dask=dask, retry=retry)

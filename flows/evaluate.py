@@ -8,10 +8,14 @@ published as a markdown table artifact.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
 
+from flows.runlog import artifact_key, start_run
 from flows.runners import retry_condition
 from mlb.evaluate import EvaluateRequest, EvaluationReport, evaluate_checkpoint
 
@@ -25,8 +29,13 @@ def score(request: EvaluateRequest) -> EvaluationReport:
 @flow(name="evaluate")
 def evaluate(request: EvaluateRequest) -> EvaluationReport:
     """Score ``request.model`` on ``request.images`` / ``request.alphas``."""
+    request = start_run(request)
     report = score(request)
+    means = ", ".join(f"{k} {v:.4g}" for k, v in sorted(report.mean.items()) if v is not None)
+    get_run_logger().info("%s on %d images of %s: %s", report.checkpoint, report.images,
+                          request.images, means)
     create_markdown_artifact(
-        key="evaluation", markdown=f"# `{report.checkpoint}` on {report.images} images\n\n"
-        f"{report.table}", description=f"metrics of {report.checkpoint}")
+        key=artifact_key("evaluation", Path(report.checkpoint).stem),
+        markdown=f"# `{report.checkpoint}` on {report.images} images\n\n{report.table}",
+        description=f"metrics of {report.checkpoint}")
     return report

@@ -20,6 +20,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from flows.evaluate import evaluate
 from flows.relabel import relabel
+from flows.runlog import start_run
 from flows.runners import DaskConfig
 from flows.training import train_student, train_teacher
 from mlb.config import FrozenConfig
@@ -101,6 +102,7 @@ def write_report(path: str, table: str) -> str:
 @flow(name="pipeline")
 def pipeline(request: PipelineRequest) -> PipelineResult:
     """Synthesise the benchmark, train the teacher, relabel, train the student, score both."""
+    request = start_run(request)
     work = Path(request.work)
     data = work / "data"
     matte = synth("composite", str(data / "composite"), request.composite_count, request.size,

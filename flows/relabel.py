@@ -12,8 +12,6 @@ does no work at all.
 
 from __future__ import annotations
 
-import base64
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,9 +24,13 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.logging import get_run_logger
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import PositiveInt
 
+from flows.events import emit_published
+from flows.paths import data_root
+from flows.runlog import artifact_key, flow_run_id, start_run, store_uri
 from flows.runners import (
     DaskConfig,
     RetryPolicy,
@@ -45,7 +47,8 @@ from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel_shards,
 from mlb.labels.request import RelabelPlan, RelabelRequest, RelabelSummary, ShardStats
 
 PREVIEW_ROWS = 4
-PREVIEW_HEIGHT = 96  # px per tile: the PNG stays a few tens of KB inside the artifact
+PREVIEW_HEIGHT = 96  # px per tile
+PREVIEW_FOLDER = "previews"  # under the data root: <root>/previews/<version id>.png
 QUARANTINE_LINES = 20  # shown in the summary artifact; the version keeps them all
 
 _TASK_OPTIONS = {"retries": 2, "retry_delay_seconds": 10, "retry_condition_fn": retry_condition,
@@ -53,8 +56,8 @@ _TASK_OPTIONS = {"retries": 2, "retry_delay_seconds": 10, "retry_condition_fn": 
 
 
 @task(name="prepare", **_TASK_OPTIONS)
-def prepare(request: RelabelRequest) -> RelabelPlan:
-    return prepare_relabel(request)
+def prepare(request: RelabelRequest, run: dict[str, str] | None = None) -> RelabelPlan:
+    return prepare_relabel(request, run=run)
 
 
 @task(name="relabel-shards", task_run_name="relabel-shards-{shards}", **_TASK_OPTIONS)
@@ -69,12 +72,13 @@ def publish(request: RelabelRequest, version_id: str) -> RelabelSummary:
 
 
 @task(name="preview", cache_policy=NO_CACHE)
-def preview(store: str, version_id: str) -> str:
-    """The version's preview grid (``mlb labels preview``) as markdown for an artifact."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = preview_version(store, version_id, Path(folder) / "preview.png",
-                               count=PREVIEW_ROWS, height=PREVIEW_HEIGHT)
-        return preview_markdown(version_id, path.read_bytes())
+def preview(store: str, version_id: str, out: str) -> str:
+    """The version's preview grid (``mlb labels preview``) as a PNG file; its path.
+
+    A file, not base64 in the artifact: the API database keeps artifacts forever.
+    """
+    path = preview_version(store, version_id, out, count=PREVIEW_ROWS, height=PREVIEW_HEIGHT)
+    return str(Path(path).resolve())
 
 
 @flow(name="relabel")
@@ -86,17 +90,41 @@ def relabel(request: RelabelRequest, dask: DaskConfig = DaskConfig(),  # noqa: B
     for a real one, ``gpu`` to ask for GPU workers). ``shards_per_task``: whole shards each
     task labels (more: fewer, longer tasks). ``retry``: retries of transient failures.
     """
-    plan = with_retries(prepare, retry)(request)
+    request = start_run(request)
+    log = get_run_logger()
+    run = {"prefect_flow_run_id": flow_run_id()} if flow_run_id() else None
+    plan = with_retries(prepare, retry)(request, run)
+    log.info("version %s of corpus %r in %s: %d samples, %d shards, %d to label%s",
+             plan.version_id, plan.corpus, store_uri(request.store), plan.samples,
+             plan.shard_count, len(plan.pending_shards),
+             " (already published: nothing to do)" if plan.already_published else "")
     started = time.perf_counter()
     stats = label_pending(request, plan, dask=dask, retry=retry, shards_per_task=shards_per_task)
     seconds = time.perf_counter() - started
     summary = with_scan_of(with_retries(publish, retry)(request, plan.version_id), plan)
-    create_markdown_artifact(key="relabel-summary", markdown=summary_markdown(
-        plan, summary, stats, seconds=seconds, dask=dask),
-        description=f"label version {summary.version_id}")
-    create_markdown_artifact(key="relabel-preview", markdown=preview(request.store,
-                                                                     summary.version_id),
+    uri = store_uri(request.store)
+    log.info("published %s in %s: %s; %d labelled now in %.1f s", summary.version_id, uri,
+             ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())),
+             sum(item.labelled for item in stats), seconds)
+    create_markdown_artifact(key=artifact_key("relabel-summary", summary.version_id),
+                             markdown=summary_markdown(plan, summary, stats, seconds=seconds,
+                                                       dask=dask),
+                             description=f"label version {summary.version_id}")
+    root, _ = data_root()
+    png = preview(request.store, summary.version_id,
+                  str(root / PREVIEW_FOLDER / f"{summary.version_id}.png"))
+    create_markdown_artifact(key=artifact_key("relabel-preview", summary.version_id),
+                             markdown=preview_markdown(summary.version_id, png, request.store),
                              description=f"first samples of {summary.version_id}")
+    if plan.already_published:
+        log.info("no event: %s was published before this run", summary.version_id)
+    else:
+        event = emit_published(summary, store=str(Path(request.store).resolve())
+                               if "://" not in request.store else request.store,
+                               store_uri=uri, flow_run_id=flow_run_id(),
+                               ema_round=request.ema_round)
+        log.info("event mlb.label-version.published emitted for %s (event id %s)",
+                 summary.version_id, event)
     return summary.version_id
 
 
@@ -107,7 +135,7 @@ def label_pending(request: RelabelRequest, plan: RelabelPlan, *, dask: DaskConfi
     if not groups:
         return []
     progress_id = create_progress_artifact(
-        progress=0.0, key="relabel-progress",
+        progress=0.0, key=artifact_key("relabel-progress", plan.version_id),
         description=f"{len(plan.pending_shards)} shards of {plan.version_id}")
     shard_task = with_retries(label_shards, retry)
     stats = []
@@ -121,6 +149,10 @@ def label_pending(request: RelabelRequest, plan: RelabelPlan, *, dask: DaskConfi
         for future in as_completed(futures):
             stats.append(future.result())
             update_progress_artifact(progress_id, progress=100.0 * len(stats) / len(groups))
+            get_run_logger().info("shard task %d/%d done: shards %s, %d labelled on %s",
+                                  len(stats), len(groups), stats[-1].shards_written
+                                  or stats[-1].shards_skipped, stats[-1].labelled,
+                                  stats[-1].process)
     return stats
 
 
@@ -139,7 +171,7 @@ def summary_markdown(plan: RelabelPlan, summary: RelabelSummary, stats: Sequence
                                        else f"a local cluster of {dask.workers} workers")
     lines = [
         f"# Label version `{summary.version_id}`", "",
-        f"- store: `{summary.store}`, corpus `{summary.corpus}`",
+        f"- store: `{store_uri(summary.store)}`, corpus `{summary.corpus}`",
         f"- samples in manifest: {plan.samples}; shards: {plan.shard_count} "
         f"({len(written)} written now, {plan.shard_count - len(plan.pending_shards)} "
         f"committed before{', already published' if plan.already_published else ''})",
@@ -162,8 +194,8 @@ def summary_markdown(plan: RelabelPlan, summary: RelabelSummary, stats: Sequence
     return "\n".join(lines) + "\n"
 
 
-def preview_markdown(version_id: str, png: bytes) -> str:
-    """Markdown embedding ``png`` as a data URI (the Prefect UI shows artifacts, not files)."""
-    encoded = base64.b64encode(png).decode()
+def preview_markdown(version_id: str, png: str, store: str) -> str:
+    """Markdown naming the preview file (and the command that makes it again)."""
     return (f"# Preview of `{version_id}`\n\nimage | teacher (or blended boundary) | blended "
-            f"alpha | coarse mask\n\n![preview of {version_id}](data:image/png;base64,{encoded})\n")
+            f"alpha | coarse mask, {PREVIEW_ROWS} samples: `{png}`\n\nAgain: `mlb labels "
+            f"preview {version_id} --store {store} --out preview.png`\n")

@@ -15,20 +15,21 @@ streamed to the run's log; a failed rank fails the run with that rank's error.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
+from typing import TypeVar
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from flows.runlog import artifact_key, start_run, store_uri
 from flows.runners import retry_condition
 from mlb import train as recipes
 from mlb.train import DdcRequest, StudentRequest, TeacherRequest, TrainSummary
 from mlb.train.launch import LaunchConfig, Recipe, launch_training
 
-CURVE_MAX_BYTES = 200_000  # larger loss-curve PNGs are linked by path, not embedded
+Request = TypeVar("Request", TeacherRequest, StudentRequest, DdcRequest)
 
 # One retry: training resumes from its last periodic checkpoint (TrainConfig.checkpoint_every).
 _TASK_OPTIONS = {"retries": 1, "retry_delay_seconds": 30, "retry_condition_fn": retry_condition,
@@ -66,6 +67,7 @@ def fit_ddc(request: DdcRequest, resume: bool, overwrite: bool,
 def train_teacher(request: TeacherRequest, resume: bool = True, overwrite: bool = False,
                   launch: LaunchConfig = LaunchConfig()) -> TrainSummary:  # noqa: B008
     """MLB step 1: (pre-train on masks, then) fine-tune the teacher on composites."""
+    request = _start(request, f"teacher on {request.matte}")
     return _report(fit_teacher(request, resume, overwrite, launch))
 
 
@@ -74,6 +76,8 @@ def train_student(request: StudentRequest, resume: bool = True, overwrite: bool 
                   launch: LaunchConfig = LaunchConfig()) -> TrainSummary:  # noqa: B008
     """MLB step 2: the student learns from ``request.labels`` (a version id or ``latest``,
     resolved once and recorded in the checkpoint)."""
+    request = _start(request, f"student on label version {request.labels!r} of "
+                     f"{store_uri(request.store)}")
     return _report(fit_student(request, resume, overwrite, launch))
 
 
@@ -81,11 +85,27 @@ def train_student(request: StudentRequest, resume: bool = True, overwrite: bool 
 def train_ddc(request: DdcRequest, resume: bool = True, overwrite: bool = False,
               launch: LaunchConfig = LaunchConfig()) -> TrainSummary:  # noqa: B008
     """Matting without alpha labels: known loss + DDC on trimaps from coarse masks."""
+    request = _start(request, f"DDC on {request.images}")
     return _report(fit_ddc(request, resume, overwrite, launch))
 
 
+def _start(request: Request, what: str) -> Request:
+    request = start_run(request)
+    get_run_logger().info("training %s: %s, %d steps, batch %d -> %s", what,
+                          request.model.name, request.train.steps, request.train.batch_size,
+                          request.out)
+    return request
+
+
 def _report(summary: TrainSummary) -> TrainSummary:
-    create_markdown_artifact(key=f"{summary.kind}-summary", markdown=summary_markdown(summary),
+    get_run_logger().info(
+        "%s %s: %d steps (%s), final loss %.5f, %.1f samples/s%s", summary.kind,
+        summary.checkpoint, summary.steps, "finished" if summary.finished else "stopped early",
+        summary.final_loss, summary.samples_per_second,
+        f", label version {summary.label_version}" if summary.label_version else "")
+    create_markdown_artifact(key=artifact_key(summary.kind, "summary",
+                                              Path(summary.checkpoint).stem),
+                             markdown=summary_markdown(summary),
                              description=f"{summary.kind} checkpoint {summary.checkpoint}")
     return summary
 
@@ -101,10 +121,6 @@ def summary_markdown(summary: TrainSummary) -> str:
     ]
     if summary.label_version:
         lines.append(f"- label version: `{summary.label_version}`")
-    curve = Path(summary.curve) if summary.curve else None
-    if curve is not None and curve.is_file() and curve.stat().st_size <= CURVE_MAX_BYTES:
-        encoded = base64.b64encode(curve.read_bytes()).decode()
-        lines += ["", f"![loss curve](data:image/png;base64,{encoded})"]
-    elif curve is not None:
-        lines.append(f"- loss curve: `{curve}`")
+    if summary.curve:  # a file, not base64 in the API database
+        lines.append(f"- loss curve: `{Path(summary.curve).resolve()}`")
     return "\n".join(lines) + "\n"

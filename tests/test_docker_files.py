@@ -119,7 +119,8 @@ def test_services_share_one_api_one_scheduler_and_the_label_store():
     address = f"tcp://dask-scheduler:{scheduler[scheduler.index('--port') + 1]}"
     for name, service in all_services.items():
         assert service["environment"]["PREFECT_API_URL"] == f"http://prefect-server:{port}/api"
-        assert "mlb-labels:/labels" in service["volumes"], name
+        assert "mlb-labels:/data/labels" in service["volumes"], name
+        assert service["environment"]["MLB_DATA_ROOT"] == "/data", name
         if service["command"][:2] == ["dask", "worker"]:
             assert service["command"][2] == address, name
     declared = set(compose()["volumes"])

@@ -11,8 +11,11 @@ that is not worse; prefect.yaml, ``mlb-flows serve`` and the flows agree.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import shutil
+import time
 from pathlib import Path
 
 import dask
@@ -33,7 +36,7 @@ from prefect.testing.utilities import prefect_test_harness
 from prefect_dask import DaskTaskRunner
 from relabel_corpus import make_corpus, make_request, make_teacher, store_files
 
-from flows import cli, deploy, ema, evaluate, pipeline, relabel, training
+from flows import cli, deploy, ema, evaluate, paths, pipeline, relabel, runlog, submit, training
 from flows.runners import (
     DaskConfig,
     check_gpu_workers,
@@ -57,10 +60,12 @@ FLOW_MODULES = (relabel, training, evaluate, ema, pipeline)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness():
+def harness(tmp_path_factory):
     # One temporary API for the whole module (about 16 s to start); module scope so that it
-    # is gone before the real-server tests run in the same session.
-    with prefect_test_harness():
+    # is gone before the real-server tests run in the same session. The data root (previews
+    # land there) is a temporary folder, not the checkout's default.
+    with prefect_test_harness(), pytest.MonkeyPatch.context() as patch:
+        patch.setenv(paths.DATA_ROOT_ENV, str(tmp_path_factory.mktemp("data-root")))
         yield
 
 
@@ -85,6 +90,11 @@ def _task_names(flow_run_id) -> list[str]:
     return [run.name for run in runs]
 
 
+def _metadata_file(path: str) -> bool:
+    """The version documents that hold its metadata (and so the creating run's id)."""
+    return path.endswith(("/draft.json", "/version.json"))
+
+
 def _artifact(key: str) -> str:
     """The newest artifact with ``key`` (markdown text)."""
     with get_client(sync_client=True) as client:
@@ -103,14 +113,21 @@ def test_relabel_on_a_dask_cluster_stores_the_single_process_bytes(corpus, tmp_p
     state = relabel.relabel(_request(corpus, store), dask=DaskConfig(workers=2),
                             return_state=True)
     assert state.result() == reference.version_id
-    assert store_files(store) == store_files(tmp_path / "reference")
+    # The flow run that created the version is in its metadata: not an id input, and no
+    # stored label byte differs from the single-process run.
+    stored = LabelStore(store).open_version(reference.version_id).document["metadata"]
+    assert stored["run"] == {"prefect_flow_run_id": str(state.state_details.flow_run_id)}
+    reference_files = store_files(tmp_path / "reference")
+    assert {k: v for k, v in store_files(store).items() if not _metadata_file(k)} == {
+        k: v for k, v in reference_files.items() if not _metadata_file(k)}
+    first_run = store_files(store)
     names = _task_names(state.state_details.flow_run_id)
     assert sorted(name.rsplit("-", 1)[0] for name in names if "shards" not in name) == [
         "prepare", "preview", "publish"]
     assert sorted(name for name in names if "shards" in name) == [
         "relabel-shards-[0]", "relabel-shards-[1]", "relabel-shards-[2]"]
-    summary = _artifact("relabel-summary")
-    assert reference.version_id in summary
+    summary = _artifact(f"relabel-summary-{reference.version_id}")
+    assert reference.version_id in summary and store.resolve().as_uri() in summary
     # Each worker loads the teacher once, however many shard tasks it runs.
     rows = [[cell.strip() for cell in line.split("|")[1:4]] for line in summary.splitlines()
             if line.count("|") == 4 and ":" in line.split("|")[1]]
@@ -118,7 +135,10 @@ def test_relabel_on_a_dask_cluster_stores_the_single_process_bytes(corpus, tmp_p
     assert 1 <= len(workers) <= 2 and sum(tasks for tasks, _ in workers.values()) == 3
     assert max(tasks for tasks, _ in workers.values()) >= 2  # some worker reused its teacher
     assert all(loads == 1 for _, loads in workers.values()), workers
-    assert "data:image/png;base64," in _artifact("relabel-preview")
+    preview = _artifact(f"relabel-preview-{reference.version_id}")
+    png = Path(os.environ[paths.DATA_ROOT_ENV]) / "previews" / f"{reference.version_id}.png"
+    assert f"`{png}`" in preview and "base64" not in preview
+    assert png.read_bytes().startswith(b"\x89PNG")
 
     # A rerun finds the published version: same id, no shard task, no byte changed.
     again = relabel.relabel(_request(corpus, store), dask=DaskConfig(workers=2),
@@ -126,7 +146,7 @@ def test_relabel_on_a_dask_cluster_stores_the_single_process_bytes(corpus, tmp_p
     assert again.result() == reference.version_id
     assert not [name for name in _task_names(again.state_details.flow_run_id)
                 if name.startswith("relabel-shards")]
-    assert store_files(store) == store_files(tmp_path / "reference")
+    assert store_files(store) == first_run
 
 
 def test_a_bad_parameter_fails_before_any_work_naming_it(corpus, tmp_path):
@@ -159,7 +179,7 @@ def test_a_corrupt_file_is_quarantined_with_skip_bad(corpus, corrupt_corpus, tmp
     version = store.open_version(version_id)
     assert set(version.quarantined) == {"p003"} and len(version) == 5
     assert store.verify(version_id).ok
-    assert "p003" in _artifact("relabel-summary")
+    assert "p003" in _artifact(f"relabel-summary-{version_id}")
 
 
 def test_a_corrupt_file_fails_the_run_and_publishes_nothing(corpus, corrupt_corpus, tmp_path):
@@ -208,7 +228,7 @@ def test_pipeline_rerun_resumes_without_training_again(demo):
     request = _tiny_pipeline(Path(demo.report).parent)
     again = pipeline.pipeline(request, return_state=True)
     assert again.result().label_version == demo.label_version  # synthesis is deterministic
-    assert "(a finished checkpoint was found: no work)" in _artifact("student-summary")
+    assert "(a finished checkpoint was found: no work)" in _artifact("student-summary-student")
 
 
 def _round_request(work: Path, current: Path, rounds: Path) -> ema.EmaRoundRequest:
@@ -366,8 +386,12 @@ def test_prefect_yaml_serve_and_flows_agree():
         assert served.parameters == entry.get("parameters", {})
         assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in served.schedules] == [
             (s["cron"], s["timezone"], s["active"]) for s in entry.get("schedules", [])]
-        if spec.schedules:  # a scheduled run gets only these: they must be complete and valid
-            spec.flow.validate_parameters(spec.parameters)
+        # A run with no parameters gets only these: they must be complete and valid.
+        spec.flow.validate_parameters(spec.parameters)
+        triggers = [t.model_dump(mode="json", exclude={"name"}, exclude_unset=True)
+                    for t in served.triggers]
+        assert triggers == [{k: v for k, v in t.items() if k != "name"}
+                            for t in entry.get("triggers", [])]
     assert declared["ema-relabel"]["schedules"][0]["cron"] == "0 3 * * *"
 
 
@@ -418,3 +442,115 @@ def test_a_round_whose_reports_hold_no_metric_never_promotes():
                               mean={"mse": None}, table="")
     assert math.isnan(_promotion_metric(report))
     assert not ema.is_not_worse(_promotion_metric(report), 0.1)
+
+
+# ----------------------------------------------------------------------------- operations
+
+
+def test_relative_paths_resolve_against_the_data_root(tmp_path):
+    request = StudentRequest(store="labels", model="unet_r18", out="checkpoints/s.pt",
+                             init="/abs/teacher.pt", train=TrainConfig(steps=1))
+    resolved = paths.at_data_root(request, tmp_path)
+    assert resolved.store == str(tmp_path / "labels")
+    assert resolved.out == str(tmp_path / "checkpoints/s.pt") and resolved.init == "/abs/teacher.pt"
+    assert resolved.model.name == "unet_r18" and resolved.train == request.train
+    relabel_request = _request({"teacher": "t.pt", "masks": "m"}, "s3://bucket/labels",
+                               Path("images"))
+    resolved = paths.at_data_root(relabel_request, tmp_path)
+    assert (resolved.teacher, resolved.images, resolved.masks, resolved.store) == (
+        str(tmp_path / "t.pt"), str(tmp_path / "images"), str(tmp_path / "m"),
+        "s3://bucket/labels")
+
+
+def test_every_flow_request_names_its_path_fields():
+    from mlb.evaluate import EvaluateRequest
+    from mlb.labels.request import RelabelRequest
+    from mlb.train import DdcRequest, TeacherRequest
+
+    expected = {RelabelRequest: {"teacher", "images", "masks", "store"},
+                TeacherRequest: {"matte", "out", "init", "pretrain_images", "pretrain_masks"},
+                StudentRequest: {"store", "out", "init"}, DdcRequest: {"images", "masks", "out",
+                                                                       "init"},
+                EvaluateRequest: {"model", "images", "alphas", "grid_path", "json_path"},
+                pipeline.PipelineRequest: {"work"}}
+    for model, fields in expected.items():
+        assert set(paths.path_fields(model)) >= fields, model
+    assert {"student", "store", "work"} <= set(paths.path_fields(ema.EmaRoundRequest))
+
+
+def test_the_data_root_variable_wins_over_the_environment(tmp_path, monkeypatch):
+    from prefect.variables import Variable
+
+    monkeypatch.setenv(paths.DATA_ROOT_ENV, str(tmp_path / "env"))
+    assert paths.data_root() == (tmp_path / "env", "environment variable MLB_DATA_ROOT")
+    Variable.set(paths.DATA_ROOT_VARIABLE, str(tmp_path / "var"), overwrite=True)
+    try:
+        assert paths.data_root()[0] == tmp_path / "var"
+        Variable.set(paths.DATA_ROOT_VARIABLE, "relative/root", overwrite=True)
+        with pytest.raises(ValueError, match=r"'relative/root' .* must be an absolute path"):
+            paths.data_root()
+    finally:
+        Variable.unset(paths.DATA_ROOT_VARIABLE)
+    monkeypatch.delenv(paths.DATA_ROOT_ENV)
+    assert paths.data_root() == (paths.DEFAULT_DATA_ROOT, "the checkout's default")
+
+
+def test_library_log_lines_reach_the_run_log():
+    from prefect import flow
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    @flow(name="log-forwarding")
+    def logs_from_the_library() -> str:
+        runlog.forward_library_logs()
+        logging.getLogger("mlb.train.loop").info("step 10/20 loss 0.125")
+        return runlog.flow_run_id()
+
+    flow_run_id = logs_from_the_library()
+    logs = []
+    with get_client(sync_client=True) as client:
+        for _ in range(30):  # logs are sent in batches
+            logs = client.read_logs(log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            if any("step 10/20 loss 0.125" in log.message for log in logs):
+                return
+            time.sleep(1)
+    pytest.fail(f"the mlb logger's line is not in the run log: {logs}")
+
+
+def test_models_are_named_in_the_flow_parameter_schema():
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools import validate
+
+    schema = parameter_schema(training.train_student.fn).model_dump_for_openapi()
+    request = {"store": "labels", "out": "s.pt", "train": {"steps": 1}}
+    for model in ("unet_r18", {"name": "unet_r18"}):
+        validate({"request": {**request, "model": model}}, schema, raise_on_error=True,
+                 preprocess=True, ignore_required=False)
+    with pytest.raises(Exception, match=r"request\.model"):
+        validate({"request": {**request, "model": 3}}, schema, raise_on_error=True,
+                 preprocess=True, ignore_required=False)
+
+
+def test_run_overrides_set_single_fields_and_name_bad_ones():
+    overrides = submit.parse_overrides(["request.config.short_side=256", "dask={\"workers\": 0}",
+                                        "request.teacher=checkpoints/t.pt"])
+    defaults = {"request": {"teacher": "a.pt", "store": "labels"}}
+    assert submit.with_overrides(defaults, overrides) == {
+        "request": {"teacher": "checkpoints/t.pt", "store": "labels",
+                    "config": {"short_side": 256}}, "dask": {"workers": 0}}
+    assert defaults == {"request": {"teacher": "a.pt", "store": "labels"}}
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        submit.parse_overrides(["request.teacher"])
+    with pytest.raises(ValueError, match=r"'teacher' holds 'a\.pt', not an object"):
+        submit.with_overrides(defaults, {"request.teacher.x": 1})
+    assert submit.deployment_name("relabel") == "relabel/relabel"
+
+
+def test_run_names_an_unreachable_server_in_one_line(capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:1/api"}):
+        assert cli.main(["run", "relabel"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlb-flows run: error: cannot reach the Prefect API at "
+                          "http://127.0.0.1:1/api") and len(err.strip().splitlines()) == 1

@@ -24,7 +24,8 @@ import torch
 
 from mlb.data.imageio import read_alpha, read_mask
 from mlb.data.trimap import erode_trimap
-from mlb.experiments.reproduce import PRESETS, ReproduceConfig, _corpora, _score
+from mlb.experiments.reproduce import PRESETS, ReproduceConfig, _score
+from mlb.experiments.reproduce_data import Corpora, ReproduceData, prepare_corpora
 from mlb.losses import LossConfig
 from mlb.train import DdcRequest, TeacherRequest, train_ddc, train_teacher
 from mlb.train.teacher import pretrain_path
@@ -32,8 +33,10 @@ from mlb.train.teacher import pretrain_path
 __all__ = ["ddc_trial", "seg_teacher", "teacher_trial", "trimap_errors"]
 
 
-def _data(config: ReproduceConfig) -> dict[str, Path]:
-    return _corpora(config, Path(config.work) / "data")
+def _data(config: ReproduceConfig) -> Corpora:
+    """The preset's built-in corpora (generated once under ``<work>/data``)."""
+    return prepare_corpora(ReproduceData(), config.built_in(), Path(config.work) / "data",
+                           composite_validation=True)
 
 
 def seg_teacher(config: ReproduceConfig, steps: int) -> Path:
@@ -41,8 +44,8 @@ def seg_teacher(config: ReproduceConfig, steps: int) -> Path:
     data = _data(config)
     out = Path(config.work) / "trial" / "base.pt"
     train_teacher(TeacherRequest(
-        matte=str(data["matte"]), pretrain_images=str(data["natural"] / "images"),
-        pretrain_masks=str(data["natural"] / "masks"), model=config.model, out=str(out),
+        matte=data.matte, pretrain_images=data.natural_images,
+        pretrain_masks=data.natural_masks, model=config.teacher_model, out=str(out),
         pretrain_steps=steps, pretrain_lr=config.lr, train=config.train(1, 0),
         augment=config.augment, loss=config.loss,
     ), resume=True, progress=False, stop_at_step=steps)
@@ -55,7 +58,7 @@ def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool) ->
     name = "photographic" if photographic else "plain"
     checkpoint = Path(config.work) / "trial" / f"teacher-{name}-{steps}.pt"
     train_teacher(TeacherRequest(
-        matte=str(data["matte"]), model=config.model, out=str(checkpoint),
+        matte=data.matte, model=config.teacher_model, out=str(checkpoint),
         init=str(pretrain_path(Path(config.work) / "trial" / "base.pt")),
         train=config.train(steps, 0, lr=config.finetune_lr), augment=config.augment,
         loss=config.loss, photographic_composites=photographic,
@@ -71,8 +74,8 @@ def ddc_trial(config: ReproduceConfig, steps: int, *, window: int, kernels: tupl
     name = f"ddc-w{window}-k{kernels[0]}-{kernels[1]}-x{weight:g}-{steps}"
     checkpoint = Path(config.work) / "trial" / f"{name}.pt"
     train_ddc(DdcRequest(
-        images=str(data["natural"] / "images"), masks=str(data["natural"] / "masks"),
-        model=config.model, out=str(checkpoint),
+        images=data.natural_images, masks=data.natural_masks,
+        model=config.teacher_model, out=str(checkpoint),
         init=str(pretrain_path(Path(config.work) / "trial" / "base.pt")),
         train=config.train(steps, 0), augment=config.augment, trimap_kernel_range=kernels,
         loss=LossConfig(ddc_weight=weight, ddc_window=window, ddc_neighbours=window),
@@ -84,10 +87,11 @@ def trimap_errors(config: ReproduceConfig, kernels: tuple[int, ...] = (1, 3, 5, 
                   count: int = 64) -> dict[int, dict[str, float]]:
     """Per kernel size: the share of unknown pixels, and of known pixels the true alpha
     contradicts (``|alpha - trimap| > 0.5``), over the natural corpus's first ``count``."""
-    natural = _data(config)["natural"]
-    stems = sorted(path.stem for path in (natural / "masks").iterdir())[:count]
-    masks = [read_mask(natural / "masks" / f"{stem}.png") for stem in stems]
-    alphas = [read_alpha(natural / "alphas" / f"{stem}.png") for stem in stems]
+    data = _data(config)
+    masks_dir, alphas_dir = Path(data.natural_masks), Path(data.natural_alphas or "")
+    stems = sorted(path.stem for path in masks_dir.iterdir())[:count]
+    masks = [read_mask(masks_dir / f"{stem}.png") for stem in stems]
+    alphas = [read_alpha(alphas_dir / f"{stem}.png") for stem in stems]
     result = {}
     for kernel in kernels:
         unknown = wrong = known = total = 0

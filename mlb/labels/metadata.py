@@ -80,6 +80,9 @@ class LabelVersionMetadata(_Section):
     inference: InferenceInfo = InferenceInfo()
     corpus: CorpusInfo = CorpusInfo()
     producer: str | None = None
+    run: dict[str, str] | None = None
+    """The orchestrator run that created the version (``{"prefect_flow_run_id": ...}``); set
+    only by callers that pass it, never an input of the version id."""
 
     @classmethod
     def parse(cls, stored: dict[str, Any] | None) -> LabelVersionMetadata:

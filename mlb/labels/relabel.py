@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlb.checkpoint import Checkpoint, CheckpointError, read_checkpoint
@@ -112,11 +112,13 @@ def _version_id(request: RelabelRequest, manifest: Manifest, teacher_sha256: str
 # --------------------------------------------------------------------------- prepare
 
 
-def prepare_relabel(request: RelabelRequest) -> RelabelPlan:
+def prepare_relabel(request: RelabelRequest, *,
+                    run: Mapping[str, str] | None = None) -> RelabelPlan:
     """Scan the corpus, hash it into a manifest, compute the version id, open the draft.
 
     Resumes an existing draft of the same id (its recorded metadata wins) and reports a
-    published one as ``already_published`` with no pending shards.
+    published one as ``already_published`` with no pending shards. ``run`` (e.g. the Prefect
+    flow run's id) is recorded in a new draft's metadata; it is not an input of the id.
     """
     config = request.config
     # The teacher first: a wrong path fails before the corpus is hashed.
@@ -141,7 +143,7 @@ def prepare_relabel(request: RelabelRequest) -> RelabelPlan:
     check_corpus_identity(store, manifest, images=request.images,
                           named=request.corpus is not None)
     draft = _open_or_resume(store, version_id, request, manifest,
-                            _metadata(request, checkpoint, sha, scan_quarantine))
+                            _metadata(request, checkpoint, sha, scan_quarantine, run=run))
     published = draft.published
     return RelabelPlan(
         version_id=version_id, store=request.store, corpus=manifest.corpus,
@@ -151,7 +153,8 @@ def prepare_relabel(request: RelabelRequest) -> RelabelPlan:
 
 
 def _metadata(request: RelabelRequest, checkpoint: Checkpoint, sha: str,
-              scan_quarantine: Sequence[QuarantinedSample]) -> dict[str, Any]:
+              scan_quarantine: Sequence[QuarantinedSample], *,
+              run: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Lineage, teacher, blend and inference settings kept in the version (plain JSON)."""
     config = request.config
     return LabelVersionMetadata(
@@ -170,6 +173,7 @@ def _metadata(request: RelabelRequest, checkpoint: Checkpoint, sha: str,
                           scan_quarantine=tuple(scan_quarantine)),
         # The producer's name as the first release wrote it: a stored value, not a module path.
         producer="mlb.relabel",
+        **({"run": dict(run)} if run else {}),  # unset: absent from the stored JSON
     ).to_stored()
 
 

@@ -57,8 +57,22 @@ def _name_to_model_config(value: object) -> object:
     return {"name": value} if isinstance(value, str) else value
 
 
+class _NameOrObjectSchema:
+    """JSON schema of :data:`ModelField`: the model object or its name.
+
+    The Prefect server validates flow parameters against the JSON schema pydantic builds from
+    the annotation; a BeforeValidator does not show in it, so without this the documented
+    ``"model": "unet_r18"`` was refused as "not of type 'object'".
+    """
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):  # noqa: ANN001
+        return {"anyOf": [handler(core_schema),
+                          {"type": "string", "description": "a network name, short for "
+                           "{\"name\": NAME}"}]}
+
+
 PathText = Annotated[str, BeforeValidator(_path_to_str)]
-ModelField = Annotated[ModelConfig, BeforeValidator(_name_to_model_config)]
+ModelField = Annotated[ModelConfig, BeforeValidator(_name_to_model_config), _NameOrObjectSchema()]
 
 
 class TrainConfig(FrozenConfig):
