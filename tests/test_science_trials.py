@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from mlb.cli import main as cli
 from mlb.data.trimap import kernel_range_for
 from mlb.ddc import window_for
 from mlb.experiments.science_trials import main
@@ -34,3 +35,12 @@ def test_ddc_settings_scale_with_the_image_side(side, window, kernels):
     # The reference: 11x11 at 512 px crops, kernels 1-29 px at 640 px (at least 3 for masks).
     assert window_for(side) == window
     assert kernel_range_for(side) == kernels
+
+
+def test_the_cpu256_plan_is_the_sized_one(capsys):
+    # The preset's sizing (docs/science-notes.md section 3) multiplies these step counts.
+    assert cli(["reproduce", "paper", "--preset", "cpu256", "--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0 | teacher | teacher | unet_r18 | 400 |" in printed
+    assert "| 0 | oracle | oracle | unet_r18_w05 | 200 |" in printed
+    assert "42 runs, 6900 training steps." in printed
