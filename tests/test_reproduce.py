@@ -3,14 +3,24 @@
 import json
 
 import pytest
+import torch
 
 from mlb.cli import main
-from mlb.experiments.reproduce import BLENDED_ROWS, COLUMNS, DOMAINS, LABEL_ROWS, PRESETS
-from mlb.experiments.reproduce import ROWS as PAPER_ROWS
-from mlb.experiments.reproduce_networks import network_rows
+from mlb.experiments.reproduce import (
+    BLENDED_ROWS,
+    COLUMNS,
+    DOMAINS,
+    LABEL_ROWS,
+    PRESETS,
+    RELABEL_ROUND_LABELS,
+    paper_rows,
+    plan,
+    reproduce,
+)
 
-# the paper's rows and, per other network (MODNet), teacher-style vs MLB student
-ROWS = {**PAPER_ROWS, **network_rows(PRESETS["tiny"])}
+# the paper's rows, the oracle and the coarse masks (the built-in data have both) and, per
+# other network (MODNet), teacher-style vs MLB student
+ROWS = paper_rows(PRESETS["tiny"])
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +46,7 @@ def test_every_row_is_trained_and_scored(paper_run):
     for label in ROWS.values():
         assert f"| {label} |" in table
     assert "Command: `mlb reproduce paper --preset tiny`" in table
-    assert {"modnet_teacher", "modnet_mlb"} <= set(ROWS)
+    assert {"modnet_teacher", "modnet_mlb", "oracle", "coarse_mask"} <= set(ROWS)
     assert report["whole_mse_gain"] == pytest.approx(
         1 - report["mean"]["mlb"]["mse"] / report["mean"]["teacher"]["mse"])
 
@@ -91,4 +101,72 @@ def test_domain_gap_scores_both_domains(paper_run):
 
 def test_an_unknown_preset_is_a_clear_error(tmp_path, capsys):
     assert main(["reproduce", "paper", "--preset", "huge", "--work", str(tmp_path)]) == 2
-    assert "available options are tiny, cpu" in capsys.readouterr().err
+    assert f"available options are {', '.join(PRESETS)}" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def relabel_round_run(tmp_path_factory):
+    """A teacher and students of different networks: the second round is a plain relabel."""
+    work = tmp_path_factory.mktemp("relabel-round")
+    config = PRESETS["tiny"].model_copy(update={
+        "teacher_model": "unet_r18", "networks": (), "work": str(work), "threads": 1})
+    return work, reproduce(config, progress=False)
+
+
+def test_across_networks_the_second_round_relabels_with_the_round_1_student(
+        relabel_round_run):
+    from mlb.checkpoint import read_checkpoint
+    from mlb.labels.metadata import LabelVersionMetadata
+    from storage import LabelStore
+
+    work, report = relabel_round_run
+    seed = work / "seed-0"
+    assert report.second_round == "relabel"
+    assert report.rows["mlb"] == RELABEL_ROUND_LABELS["mlb"]
+    assert "plain relabel by the round-1 student" in report.table
+    assert read_checkpoint(seed / "teacher.pt").model_config.name == "unet_r18"
+    init = read_checkpoint(seed / "student-init.pretrain.pt")
+    assert init.model_config.name == "unet_r18_w05" and init.kind == "teacher-pretrain"
+    for name in ("mlb-r1.pt", "mlb-r2.pt", "oracle.pt"):
+        checkpoint = read_checkpoint(seed / name)
+        assert checkpoint.model_config.name == "unet_r18_w05"
+        assert checkpoint.ema_state_dict is None, name  # no EMA copy across networks
+    store = LabelStore(seed / "labels")
+    round_1 = read_checkpoint(seed / "mlb-r1.pt").label_version
+    round_2 = read_checkpoint(seed / "mlb-r2.pt").label_version
+    metadata = LabelVersionMetadata.parse(store.open_version(round_2).metadata)
+    assert metadata.lineage.parent_version == round_1 and metadata.lineage.ema_round == 0
+    assert metadata.teacher.weights == "model"
+    assert metadata.teacher.model_name == "unet_r18_w05"  # the round-1 student relabelled
+    first = LabelVersionMetadata.parse(store.open_version(round_1).metadata)
+    assert first.teacher.model_name == "unet_r18"
+
+
+def test_the_gpu_preset_is_the_papers_recipe_and_its_plan_builds_anywhere(capsys):
+    config = PRESETS["gpu"]
+    assert (config.size, config.crop, config.batch_size) == (512, 512, 16)
+    assert (config.teacher_model, config.student_model) == ("unet_r101", "unet_r18")
+    assert config.second_round == "relabel"
+    runs = plan(config)
+    assert {run.seed for run in runs} == {0, 1, 2}
+    steps = {(run.row, run.recipe): (run.model, run.steps, run.lr) for run in runs}
+    assert steps["seg_teacher", "teacher-pretrain"] == ("unet_r101", 200_000, 1e-4)
+    assert steps["teacher", "teacher"] == ("unet_r101", 10_000, 5e-5)
+    assert steps["mlb", "student"] == ("unet_r18", 10_000, 5e-5)
+    assert steps["mlb round 2", "student"] == ("unet_r18", 10_000, 5e-5)
+    assert steps["no_ema", "student"] == ("unet_r18", 20_000, 5e-5)
+    assert steps["oracle", "oracle"] == ("unet_r18", 20_000, 5e-5)
+    assert main(["reproduce", "paper", "--preset", "gpu", "--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 2 | mlb round 2 | student | unet_r18 | 10000 | 5e-05 | mlb |" in printed
+    assert f"{len(runs)} runs, {sum(run.steps for run in runs)} training steps." in printed
+    assert main(["reproduce", "domain-gap", "--preset", "gpu", "--plan"]) == 0
+    assert "| 2 | composite-only | teacher | unet_r101 | 10000 |" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_the_gpu_preset_refuses_to_start_without_cuda(tmp_path, capsys):
+    assert main(["reproduce", "paper", "--preset", "gpu", "--work", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("mlb reproduce: error: this preset runs on a CUDA device")
+    assert list(tmp_path.iterdir()) == []  # nothing generated

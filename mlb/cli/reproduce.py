@@ -1,45 +1,114 @@
-"""``mlb reproduce``: the paper's comparison and the domain gap, on the built-in benchmark.
+"""``mlb reproduce``: the paper's comparison and the domain gap, on built-in or your own data.
 
     mlb reproduce paper --preset cpu --markdown results.md       # over an hour, 2 cores
     mlb reproduce paper --preset cpu --threads 1 --seeds 0       # one seed per process
     mlb reproduce domain-gap --preset cpu --markdown gap.md
     mlb reproduce paper --preset tiny --seeds 0                  # a minute or two
+    mlb reproduce paper --preset tiny --matte mattes/ --natural photos/ masks/ alphas/ \\
+        --validation val/images val/alphas val/masks             # your own data
+    mlb reproduce paper --preset gpu --plan                      # what a preset trains
+
+Without data options the built-in benchmark is generated under ``--work``. ``--matte DIR``
+reads ``DIR/fg``, ``DIR/alpha`` and ``DIR/bg`` (the ``mlb synth composite`` layout);
+``--matte-fg``, ``--matte-alpha`` and ``--matte-bg`` give (or replace) single folders.
+``--natural IMAGES MASKS [ALPHAS]``: the segmentation corpus; its true alphas only add the
+label table and the oracle row. ``--validation IMAGES ALPHAS [MASKS]``: the masks add the
+"coarse masks" row. Folders pair files by stem (docs/datasets.md).
 
 The cpu preset trains about 6900 steps per seed; three ``--seeds N`` processes side by side
 on 2 cores take about 70 minutes, then a run without ``--seeds`` reuses their checkpoints
-and writes the tables in a minute.
+and writes the tables in a minute. The gpu preset (the paper's 512 px recipe) needs CUDA.
 
 Both reuse finished work under ``--work`` (checkpoints, label versions), so an interrupted
-run picks up where it stopped. See mlb.experiments.reproduce for the recipe and our choices.
+run picks up where it stopped; a work folder refuses data other than it was started on.
+See mlb.experiments.reproduce for the recipe and our choices.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
+
+# option -> (ReproduceData fields in order, how many folders are required)
+DATA_OPTIONS: dict[str, tuple[tuple[str, ...], int]] = {
+    "matte": (("matte",), 1),
+    "matte_fg": (("matte_fg",), 1),
+    "matte_alpha": (("matte_alpha",), 1),
+    "matte_bg": (("matte_bg",), 1),
+    "natural": (("natural_images", "natural_masks", "natural_alphas"), 2),
+    "validation": (("validation_images", "validation_alphas", "validation_masks"), 2),
+    "composite_validation": (("composite_images", "composite_alphas"), 2),
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "reproduce", help="the paper's comparison table / the domain gap on built-in data",
+        "reproduce", help="the paper's comparison table / the domain gap",
         description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     kinds = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     for name, help_text in (("paper", "teachers, MLB student, ablations, DDC (issue table)"),
                             ("domain-gap", "composite-only model on both domains")):
         sub = kinds.add_parser(name, help=help_text)
-        sub.add_argument("--preset", default="cpu", help="tiny | cpu (default: cpu)")
+        sub.add_argument("--preset", default="cpu",
+                         help="a name of mlb.experiments.reproduce.PRESETS, e.g. tiny, cpu, "
+                              "gpu (default: cpu; an unknown name lists them all)")
         sub.add_argument("--work", help="working folder (default: .mlb-work/reproduce)")
         sub.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
         sub.add_argument("--threads", type=int, help="torch threads (1 helps on busy machines)")
         sub.add_argument("--json", dest="json_path", help="write the full report as JSON here")
         sub.add_argument("--markdown", help="write the table (with its command) here")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        sub.add_argument("--plan", action="store_true",
+                         help="print every training run of the preset and exit")
+        data = sub.add_argument_group("data (default: the built-in benchmark)")
+        data.add_argument("--matte", metavar="DIR", help="matte corpus with fg/ alpha/ bg/")
+        for role in ("fg", "alpha", "bg"):
+            data.add_argument(f"--matte-{role}", metavar="DIR",
+                              help=f"the matte corpus's {role}/ folder (replaces --matte's)")
+        if name == "paper":
+            data.add_argument("--natural", nargs="+", metavar="DIR",
+                              help="IMAGES MASKS [ALPHAS]: the segmentation corpus")
+        data.add_argument("--validation", nargs="+", metavar="DIR",
+                          help="IMAGES ALPHAS [MASKS]: natural validation photos")
+        if name == "domain-gap":
+            data.add_argument("--composite-validation", nargs=2, metavar="DIR",
+                              help="IMAGES ALPHAS: held-out composites (needed with --matte)")
         sub.set_defaults(func=run)
 
 
+def _data_fields(args: argparse.Namespace) -> dict[str, str]:
+    """The ReproduceData fields of the given options; a wrong count of folders is an error."""
+    from mlb.cli import UsageError
+
+    fields: dict[str, str] = {}
+    for option, (names, required) in DATA_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        folders = [value] if isinstance(value, str) else list(value)
+        if not required <= len(folders) <= len(names):
+            flag = "--" + option.replace("_", "-")
+            wanted = " ".join(name.rsplit("_", 1)[-1].upper() for name in names[:required])
+            optional = "".join(f" [{name.rsplit('_', 1)[-1].upper()}]"
+                               for name in names[required:])
+            raise UsageError(f"{flag} takes {wanted}{optional}, got {len(folders)} "
+                             f"folder(s): {' '.join(folders)}")
+        fields.update(zip(names, folders, strict=False))
+    return fields
+
+
 def run(args: argparse.Namespace) -> int:
-    from mlb.experiments.reproduce import PRESETS, domain_gap, reproduce
+    from mlb.experiments.reproduce import (
+        PRESETS,
+        ReproduceData,
+        domain_gap,
+        domain_gap_plan,
+        plan,
+        plan_table,
+        reproduce,
+    )
 
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; available options are "
@@ -49,18 +118,36 @@ def run(args: argparse.Namespace) -> int:
         ("threads", args.threads)) if value is not None}
     config = PRESETS[args.preset].model_copy(update=overrides)
     config = type(config).model_validate(config.model_dump())  # re-validate the overrides
+    data = ReproduceData(**_data_fields(args))
+    if args.plan:
+        oracle = not data.given("natural") or data.natural_alphas is not None
+        runs = (plan(config, oracle=oracle) if args.experiment == "paper"
+                else domain_gap_plan(config))
+        print(plan_table(runs))
+        return 0
     experiment = reproduce if args.experiment == "paper" else domain_gap
-    report = experiment(config, progress=not args.quiet)
+    report = experiment(config, data, progress=not args.quiet)
     tables = report.table + (f"\n\n{report.labels_table}" if args.experiment == "paper" else "")
     print(tables)
     print(f"\n{report.seconds / 60:.1f} min")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report.model_dump(mode="json"), indent=2))
     if args.markdown:
-        command = "mlb reproduce " + args.experiment + f" --preset {args.preset}" + "".join(
-            f" --{key} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
-            for key, value in overrides.items() if key != "work")
         Path(args.markdown).write_text(
-            f"{tables}\n\nCommand: `{command}`; run time {report.seconds / 60:.1f} "
-            "min on this machine.\n")
+            f"{tables}\n\nCommand: `{_command(args, overrides)}`; run time "
+            f"{report.seconds / 60:.1f} min on this machine.\n")
     return 0
+
+
+def _command(args: argparse.Namespace, overrides: dict) -> str:
+    """The command line that reproduces this table (``--work`` and outputs left out)."""
+    words = ["mlb", "reproduce", args.experiment, "--preset", args.preset]
+    for key, value in overrides.items():
+        if key != "work":
+            words += [f"--{key}", *map(str, value if isinstance(value, tuple) else (value,))]
+    for option in DATA_OPTIONS:
+        value = getattr(args, option, None)
+        if value is not None:
+            words += ["--" + option.replace("_", "-"),
+                      *([value] if isinstance(value, str) else value)]
+    return shlex.join(words)

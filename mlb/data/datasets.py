@@ -26,10 +26,11 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from mlb.data.compositing import composite
-from mlb.data.corpus import MatteSample, Quarantined, SegmentationSample
+from mlb.data.corpus import MatteSample, Quarantined, SegmentationSample, ValidationSample
 from mlb.data.imageio import BadSample, read_alpha, read_image, read_mask
 
 __all__ = [
+    "AlphaDataset",
     "CompositeDataset",
     "SegmentationDataset",
     "composite",
@@ -100,23 +101,55 @@ class _SkippingDataset(Dataset):
         return self.samples[index].sample_id
 
 
-class SegmentationDataset(_SkippingDataset):
+class _PhotoDataset(_SkippingDataset):
+    """A photo and one label map per sample, read at the photo's size."""
+
+    label_key: str
+
+    def _read_label(self, sample: Any, size: tuple[int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _load(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image = read_image(sample.image_path)
+        label = self._read_label(sample, image.shape[:2])
+        item = {"image": image_to_tensor(image), self.label_key: label_to_tensor(label),
+                "sample_id": sample.sample_id}
+        return _finish(item, self.transform)
+
+
+class SegmentationDataset(_PhotoDataset):
     """Natural photos with coarse masks: items ``{"image", "coarse_mask", "sample_id"}``.
 
     The mask is resized (nearest) to its image when stored at another resolution.
     """
 
+    label_key = "coarse_mask"
+
     def __init__(self, samples: Sequence[SegmentationSample], transform: Transform | None = None,
                  *, skip_bad: bool = False) -> None:
         super().__init__(samples, transform, skip_bad=skip_bad)
 
-    def _load(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
-        image = read_image(sample.image_path)
-        coarse_mask = read_mask(sample.mask_path, size=image.shape[:2])
-        item = {"image": image_to_tensor(image), "coarse_mask": label_to_tensor(coarse_mask),
-                "sample_id": sample.sample_id}
-        return _finish(item, self.transform)
+    def _read_label(self, sample: SegmentationSample, size: tuple[int, int]) -> np.ndarray:
+        return read_mask(sample.mask_path, size=size)
+
+
+class AlphaDataset(_PhotoDataset):
+    """Natural photos with their true alpha: items ``{"image", "alpha", "sample_id"}``.
+
+    The training data of the reproduction's oracle row (a model trained on the natural
+    corpus's true alpha, :mod:`mlb.experiments.reproduce_bounds`). Each alpha must have its
+    photo's size.
+    """
+
+    label_key = "alpha"
+
+    def __init__(self, samples: Sequence[ValidationSample], transform: Transform | None = None,
+                 *, skip_bad: bool = False) -> None:
+        super().__init__(samples, transform, skip_bad=skip_bad)
+
+    def _read_label(self, sample: ValidationSample, size: tuple[int, int]) -> np.ndarray:
+        return read_alpha(sample.alpha_path, size=size)
 
 
 def fit_background(background: np.ndarray, size: tuple[int, int], *,

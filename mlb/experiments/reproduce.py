@@ -1,7 +1,8 @@
-"""The paper's central comparison, reproduced on the built-in benchmark (method.md section 1).
+"""The paper's central comparison, on the built-in benchmark or the user's data (method.md
+section 1).
 
-One call runs, for every seed, the whole MLB recipe and its ablations on synthetic data, and
-scores every model on natural-domain validation images with true alpha:
+One call runs, for every seed, the whole MLB recipe and its ablations, and scores every
+model on natural-domain validation images with true alpha:
 
     teacher trained on segmentation only        (pre-training on coarse masks, MSE)
     teacher fine-tuned on composites             (the MLB teacher)
@@ -11,11 +12,24 @@ scores every model on natural-domain validation images with true alpha:
     DDC only (no alpha labels)                   (known + 10 x DDC on trimaps from masks)
     MLB student + DDC term
 
+    oracle: trained on the natural corpus's true alpha   (upper bound; needs those alphas)
+    coarse masks                                 (lower bound: the masks as predictions)
+
 Our choices, all in :class:`ReproduceConfig`: the data are generated once (``data_seed``)
-and the seeds vary the training only; every student starts from the fine-tuned teacher (so
-the EMA copy is a valid next teacher); "no EMA" is one round with the same total student
+and the seeds vary the training only; "no EMA" is one round with the same total student
 steps as the two-round runs, so every student row spends the same compute; the DDC-only
 model starts from the segmentation-only teacher, which saw no alpha either.
+
+Teacher and student are separate settings (``teacher_model``, ``student_model``), as the
+product runs them. When they share an architecture every student starts from the fine-tuned
+teacher and its second round relabels with the round-1 student's EMA copy (the paper's mean
+teacher). When they differ (a large teacher, a real-time student) the EMA copy is not a valid
+next teacher: the students start from their own network pre-trained on the natural masks
+(the teacher's pre-training recipe), keep no EMA copy, and the second round is a plain
+relabel by the round-1 student. The report's ``second_round`` says which happened.
+
+The data: the built-in benchmark (:mod:`mlb.data.synth`), or the user's folders
+(:mod:`mlb.experiments.reproduce_data`); the report records paths and content hashes.
 
 The target (issue 5): the MLB student beats the fine-tuned teacher on whole-region MSE by
 at least 20% and is no worse than the segmentation-only teacher on boundary MSE.
@@ -37,8 +51,16 @@ from tqdm import tqdm
 from mlb.blend import BlendConfig
 from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
-from mlb.data.synth import make_composite_corpus, make_natural_corpus
 from mlb.evaluate import EvaluateRequest, evaluate_checkpoint
+from mlb.experiments.reproduce_bounds import OracleRequest, score_masks, train_oracle
+from mlb.experiments.reproduce_data import (
+    Corpora,
+    DataRecord,
+    ReproduceData,
+    check_same_data,
+    data_record,
+    prepare_corpora,
+)
 from mlb.experiments.reproduce_networks import network_rows, train_network_rows
 from mlb.labels.relabel import relabel
 from mlb.labels.request import RelabelConfig, RelabelRequest
@@ -59,9 +81,15 @@ __all__ = [
     "PRESETS",
     "ROWS",
     "DomainGapReport",
+    "PlannedRun",
     "ReproduceConfig",
+    "ReproduceData",
     "ReproduceReport",
     "domain_gap",
+    "domain_gap_plan",
+    "paper_rows",
+    "plan",
+    "plan_table",
     "reproduce",
 ]
 
@@ -75,6 +103,16 @@ ROWS: dict[str, str] = {
     "weak_aug": "ablation: no strong augmentation",
     "ddc": "DDC only (no alpha labels)",
     "mlb_ddc": "MLB student + DDC term",
+}
+# The reference points (mlb.experiments.reproduce_bounds), after the paper's rows.
+BOUND_ROWS: dict[str, str] = {
+    "oracle": "oracle: trained on the natural corpus's true alpha",
+    "coarse_mask": "coarse masks (as the prediction)",
+}
+# Row labels when teacher and student differ: the second round is a plain relabel.
+RELABEL_ROUND_LABELS: dict[str, str] = {
+    "mlb": "MLB student (soft blend, relabel round)",
+    "no_ema": "ablation: one round (no relabel round)",
 }
 COLUMNS: dict[str, str] = {
     "mse": "whole MSE",
@@ -96,6 +134,8 @@ LABEL_ROWS: dict[str, str] = {
     "hard_r1": "hard-blended labels, round 1 (teacher)",
     "soft_r2": "soft-blended labels, round 2 (EMA of the round-1 student)",
 }
+RELABEL_ROUND_LABEL_ROWS: dict[str, str] = {
+    "soft_r2": "soft-blended labels, round 2 (the round-1 student)"}
 LABEL_COLUMNS: dict[str, str] = {**COLUMNS, "b_boundary": "b inside boundary",
                                   "b_elsewhere": "b elsewhere"}
 # Issue 5's target: at least 20% lower whole-region MSE than the fine-tuned teacher.
@@ -113,12 +153,21 @@ class ReproduceConfig(FrozenConfig):
     composite_count: int = Field(120, ge=2)
     natural_count: int = Field(320, ge=2)
     validation_count: int = Field(48, ge=1)
-    model: str = "unet_r18_w05"
+    teacher_model: str = "unet_r18_w05"
+    """The teacher's network (both teacher rows, and the DDC-only row, which starts from the
+    segmentation-only teacher)."""
+    student_model: str = "unet_r18_w05"
+    """The students' network (every MLB row and the oracle). Another network than the
+    teacher's: students start from their own mask pre-training and the second round is a
+    plain relabel (module doc)."""
     batch_size: int = Field(8, ge=1)
     crop: int = Field(64, ge=16)
     """Training crop side (px); crops are taken after random scaling of the short side."""
     lr: float = Field(1e-3, gt=0)
-    """Peak learning rate of pre-training, students and DDC."""
+    """Peak learning rate of pre-training, and of students and DDC unless ``student_lr``."""
+    student_lr: float | None = Field(None, gt=0)
+    """Students', the oracle's and DDC's peak learning rate (None: ``lr``); the paper
+    pre-trains at 1e-4 and trains students at 5e-5."""
     finetune_lr: float = Field(3e-4, gt=0)
     """Teacher fine-tuning on composites: gentler, as in the paper (5e-5 after 1e-4), so the
     teacher keeps what pre-training on natural images taught it."""
@@ -144,6 +193,8 @@ class ReproduceConfig(FrozenConfig):
     ddc_steps: int = Field(400, ge=1)
     ddc_weight: float = Field(0.1, ge=0)
     """Weight of the (known + 10 x DDC) term in the MLB + DDC student."""
+    checkpoint_every: int = Field(100, ge=0)
+    """Training checkpoints every N steps (resume points of an interrupted run)."""
     threads: int | None = Field(None, ge=1)
     """torch intra-op threads for this process (None: torch's default, one per core). On a
     shared machine 1 is often faster: busy-waiting OpenMP threads thrash when the cores are
@@ -154,6 +205,25 @@ class ReproduceConfig(FrozenConfig):
     ema_momentum: float = Field(0.99, gt=0, lt=1)
     """Per-step momentum. 0.999 suits the paper's 20K steps; a few hundred steps need less
     inertia for the EMA to move away from its initial weights at all."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where relabelling and evaluation run; training takes CUDA whenever there is one
+    (``TrainConfig.device`` "auto"). "cuda" also makes the run refuse to start without a
+    CUDA device (a preset sized for a GPU would take weeks on a CPU)."""
+
+    @property
+    def same_architecture(self) -> bool:
+        """Teacher and students share a network: the mean-teacher (EMA) round applies."""
+        return self.teacher_model == self.student_model
+
+    @property
+    def second_round(self) -> Literal["ema", "relabel"]:
+        return "ema" if self.same_architecture else "relabel"
+
+    def built_in(self) -> dict[str, int]:
+        """How the built-in corpora are generated."""
+        return {"data_seed": self.data_seed, "size": self.size,
+                "composite_count": self.composite_count, "natural_count": self.natural_count,
+                "validation_count": self.validation_count}
 
     @property
     def augment(self) -> AugmentConfig:
@@ -167,8 +237,11 @@ class ReproduceConfig(FrozenConfig):
         return LossConfig(boundary_weight=self.boundary_weight)
 
     def train(self, steps: int, seed: int, *, lr: float | None = None) -> TrainConfig:
-        return TrainConfig(steps=steps, batch_size=self.batch_size, lr=lr or self.lr, seed=seed,
-                           warmup_steps=max(1, steps // 20), checkpoint_every=100,
+        """The loop's settings; ``lr`` None: the students' rate (``student_lr`` or ``lr``)."""
+        lr = lr or self.student_lr or self.lr
+        return TrainConfig(steps=steps, batch_size=self.batch_size, lr=lr, seed=seed,
+                           warmup_steps=max(1, steps // 20),
+                           checkpoint_every=self.checkpoint_every,
                            ema_momentum=self.ema_momentum, log_every=25)
 
 
@@ -180,6 +253,21 @@ PRESETS: dict[str, ReproduceConfig] = {
     # The README's table: about 6900 training steps per seed (teachers 2500, DDC 400,
     # students 5 x 800), about 70 min for three seeds side by side on a 2-core CPU.
     "cpu": ReproduceConfig(),
+    # The paper's recipe (method.md section 1, "Recipe"): 512 px, a ResNet-101 teacher and
+    # real-time ResNet-18 students, Adam at batch 16 with cosine decay, pre-training 200K
+    # steps at 1e-4, teacher fine-tuning 10K at 5e-5, students 20K at 5e-5, boundary weight
+    # 0.01, EMA momentum 0.999; 200 matte labels and 10K segmentation labels as in the
+    # paper's main setting, 500 validation images as P3M-500. Our choices: DDC trains as
+    # long as a student; a checkpoint every 2000 steps. Needs CUDA (it refuses to start
+    # without it). Not run yet: no GPU was lent to the session that wrote it, so it has no
+    # recorded figures; `mlb reproduce paper --preset gpu --plan` prints what it trains.
+    "gpu": ReproduceConfig(
+        seeds=(0, 1, 2), size=512, composite_count=200, natural_count=10_000,
+        validation_count=500, teacher_model="unet_r101", student_model="unet_r18",
+        batch_size=16, crop=512, lr=1e-4, finetune_lr=5e-5, student_lr=5e-5,
+        pretrain_steps=200_000, teacher_steps=10_000, student_steps=20_000,
+        ddc_steps=20_000, boundary_weight=0.01, ema_momentum=0.999, checkpoint_every=2000,
+        device="cuda"),
 }
 
 
@@ -187,6 +275,13 @@ class ReproduceReport(FrozenConfig):
     """Per-seed metrics of every row, their mean and spread, the table and the verdict."""
 
     config: ReproduceConfig
+    data: DataRecord
+    """Which data the run read: every folder's path, file count and content hash."""
+    rows: dict[str, str]
+    """Row key -> label of the main table, in table order."""
+    second_round: Literal["ema", "relabel"]
+    """"ema": teacher and students share a network and the second round relabels with the
+    round-1 student's EMA copy; "relabel": they differ and the round-1 student relabels."""
     per_seed: dict[str, dict[str, dict[str, float | None]]]
     """seed -> row -> metric -> value."""
     mean: dict[str, dict[str, float | None]]
@@ -199,7 +294,8 @@ class ReproduceReport(FrozenConfig):
     seconds: float
     table: str
     labels_per_seed: dict[str, dict[str, dict[str, float | None]]]
-    """seed -> label row -> metric -> value (see :data:`LABEL_ROWS`)."""
+    """seed -> label row -> metric -> value (see :data:`LABEL_ROWS`); empty when the
+    natural corpus has no true alpha to score against."""
     labels_mean: dict[str, dict[str, float | None]]
     labels_std: dict[str, dict[str, float | None]]
     labels_table: str
@@ -208,34 +304,115 @@ class ReproduceReport(FrozenConfig):
 Step = Callable[[str], None]
 
 
-def _corpora(config: ReproduceConfig, root: Path) -> dict[str, Path]:
-    """Generate (once) the matte corpus, the natural training set and the validation set."""
-    paths = {"matte": root / "composite", "natural": root / "natural",
-             "validation": root / "validation",
-             "composite_validation": root / "composite-validation"}
-    # Validation sets use other seeds: their people never appear in a training corpus.
-    makers = {
-        "matte": (make_composite_corpus, config.composite_count, config.data_seed, {}),
-        "natural": (make_natural_corpus, config.natural_count, config.data_seed, {}),
-        "validation": (make_natural_corpus, config.validation_count, config.data_seed + 1000,
-                       {}),
-        "composite_validation": (make_composite_corpus, config.validation_count,
-                                 config.data_seed + 1000, {"with_images": True}),
+class PlannedRun(FrozenConfig):
+    """One training run of a reproduction (:func:`plan`)."""
+
+    seed: int
+    row: str
+    """The table row it serves (``student-init`` and ``round 2`` runs are steps of rows)."""
+    recipe: Literal["teacher-pretrain", "teacher", "student", "ddc", "oracle"]
+    model: str
+    steps: int
+    lr: float
+    init: str | None
+    """The run it starts from (its ``row``), or None for fresh weights."""
+
+
+def paper_rows(config: ReproduceConfig, *, oracle: bool = True, coarse_masks: bool = True
+               ) -> dict[str, str]:
+    """Row key -> label of the main table: the paper's rows (named for the second round
+    that ran), the reference points the data allow, then the other networks."""
+    rows = dict(ROWS)
+    if not config.same_architecture:
+        rows.update(RELABEL_ROUND_LABELS)
+    present = {"oracle": oracle, "coarse_mask": coarse_masks}
+    rows.update({row: label for row, label in BOUND_ROWS.items() if present[row]})
+    return {**rows, **network_rows(config)}
+
+
+def _label_rows(config: ReproduceConfig) -> dict[str, str]:
+    return {**LABEL_ROWS, **({} if config.same_architecture else RELABEL_ROUND_LABEL_ROWS)}
+
+
+def student_variants(config: ReproduceConfig) -> dict[str, dict]:
+    """Student rows and how each differs from the MLB row (``_mlb_student``'s options)."""
+    return {
+        "mlb": {},
+        "hard": {"mode": "hard"},
+        "no_ema": {"rounds": 1},
+        "weak_aug": {"strong": False},
+        "mlb_ddc": {"ddc_weight": config.ddc_weight},
     }
-    for key, (make, count, seed, options) in makers.items():
-        if not (paths[key] / "synth.json").is_file():
-            make(paths[key], count=count, size=config.size, seed=seed, progress=False,
-                 **options)
-    return paths
 
 
-def _teachers(config: ReproduceConfig, data: Mapping[str, Path], out: Path, seed: int
+def plan(config: ReproduceConfig, *, oracle: bool = True) -> list[PlannedRun]:
+    """Every training run of :func:`reproduce`, in order, without running anything.
+
+    A pure function of the config (``oracle``: whether the natural corpus has true alpha);
+    ``mlb reproduce paper --plan`` prints it, so a preset sized for a GPU can be checked
+    on any machine.
+    """
+    runs: list[PlannedRun] = []
+    pre, fine, student_lr = config.lr, config.finetune_lr, config.student_lr or config.lr
+    for seed in config.seeds:
+        def add(row: str, recipe: str, model: str, steps: int, lr: float,
+                init: str | None, seed: int = seed) -> None:
+            runs.append(PlannedRun(seed=seed, row=row, recipe=recipe, model=model,
+                                   steps=steps, lr=lr, init=init))
+
+        add("seg_teacher", "teacher-pretrain", config.teacher_model, config.pretrain_steps,
+            pre, None)
+        add("teacher", "teacher", config.teacher_model, config.teacher_steps, fine,
+            "seg_teacher")
+        init = "teacher"
+        if not config.same_architecture:
+            init = "student-init"
+            add(init, "teacher-pretrain", config.student_model, config.pretrain_steps, pre,
+                None)
+        for row, options in student_variants(config).items():
+            rounds = options.get("rounds", 2)
+            steps = config.student_steps // rounds
+            add(row, "student", config.student_model, steps, student_lr, init)
+            for index in range(1, rounds):
+                add(f"{row} round {index + 1}", "student", config.student_model, steps,
+                    student_lr, row)
+        add("ddc", "ddc", config.teacher_model, config.ddc_steps, student_lr, "seg_teacher")
+        if oracle:
+            add("oracle", "oracle", config.student_model, config.student_steps, student_lr,
+                init)
+        for name in config.networks:
+            add(f"{name}_teacher", "teacher-pretrain", name, config.pretrain_steps, pre, None)
+            add(f"{name}_teacher", "teacher", name, config.teacher_steps, fine,
+                f"{name}_teacher")
+            add(f"{name}_mlb", "student", name, config.student_steps, student_lr,
+                f"{name}_teacher")
+    return runs
+
+
+def domain_gap_plan(config: ReproduceConfig) -> list[PlannedRun]:
+    """Every training run of :func:`domain_gap`: one composite-only teacher per seed."""
+    return [PlannedRun(seed=seed, row="composite-only", recipe="teacher",
+                       model=config.teacher_model, steps=config.teacher_steps, lr=config.lr,
+                       init=None) for seed in config.seeds]
+
+
+def plan_table(runs: Sequence[PlannedRun]) -> str:
+    """Markdown: the plan, one line per run, and the total steps."""
+    lines = ["| seed | row | recipe | network | steps | lr | starts from |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {run.seed} | {run.row} | {run.recipe} | {run.model} | {run.steps} | "
+              f"{run.lr:g} | {run.init or 'fresh weights'} |" for run in runs]
+    lines += ["", f"{len(runs)} runs, {sum(run.steps for run in runs)} training steps."]
+    return "\n".join(lines)
+
+
+def _teachers(config: ReproduceConfig, data: Corpora, out: Path, seed: int
               ) -> dict[str, Path]:
     """Pre-train on the natural masks, then fine-tune on composites: both teachers."""
     teacher = out / "teacher.pt"
     train_teacher(TeacherRequest(
-        matte=str(data["matte"]), pretrain_images=str(data["natural"] / "images"),
-        pretrain_masks=str(data["natural"] / "masks"), model=config.model,
+        matte=data.matte, pretrain_images=data.natural_images,
+        pretrain_masks=data.natural_masks, model=config.teacher_model,
         out=str(teacher), pretrain_steps=config.pretrain_steps, pretrain_lr=config.lr,
         train=config.train(config.teacher_steps, seed, lr=config.finetune_lr),
         augment=config.augment, loss=config.loss,
@@ -243,15 +420,33 @@ def _teachers(config: ReproduceConfig, data: Mapping[str, Path], out: Path, seed
     return {"seg_teacher": pretrain_path(teacher), "teacher": teacher}
 
 
-def _relabel(config: ReproduceConfig, data: Mapping[str, Path], store: Path, teacher: Path, *,
+def _student_init(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
+                  teacher: Path) -> Path:
+    """Where students start: the fine-tuned teacher when they share its network, else the
+    student's network pre-trained on the natural masks as the teacher was (no alpha seen)."""
+    if config.same_architecture:
+        return teacher
+    checkpoint = out / "student-init.pt"
+    request = TeacherRequest(
+        matte=data.matte, pretrain_images=data.natural_images,
+        pretrain_masks=data.natural_masks, model=config.student_model,
+        out=str(checkpoint), pretrain_steps=config.pretrain_steps, pretrain_lr=config.lr,
+        train=config.train(config.teacher_steps, seed, lr=config.finetune_lr),
+        augment=config.augment, loss=config.loss)
+    # Only the pre-training stage runs: it stops where fine-tuning on composites would begin.
+    train_teacher(request, resume=True, stop_at_step=config.pretrain_steps, progress=False)
+    return pretrain_path(checkpoint)
+
+
+def _relabel(config: ReproduceConfig, data: Corpora, store: Path, teacher: Path, *,
              mode: Literal["soft", "hard"], weights: Literal["model", "ema"] = "model",
              parent: str | None = None, ema_round: int = 0) -> str:
     relabel_config = RelabelConfig(blend=BlendConfig(mode=mode), inference={
-        "short_side": config.size, "batch_size": 16, "device": "cpu"})
+        "short_side": config.size, "batch_size": 16, "device": config.device})
     summary = relabel(RelabelRequest(
-        teacher=str(teacher), images=str(data["natural"] / "images"),
-        masks=str(data["natural"] / "masks"), store=str(store), weights=weights,
-        corpus="natural", parent_version=parent, ema_round=ema_round, config=relabel_config,
+        teacher=str(teacher), images=data.natural_images, masks=data.natural_masks,
+        store=str(store), weights=weights, corpus="natural", parent_version=parent,
+        ema_round=ema_round, config=relabel_config,
     ), progress=False)
     return summary.version_id
 
@@ -259,85 +454,98 @@ def _relabel(config: ReproduceConfig, data: Mapping[str, Path], store: Path, tea
 def _student(config: ReproduceConfig, store: Path, labels: str, *, init: Path, out: Path,
              steps: int, seed: int, strong: bool = True, ddc_weight: float = 0.0) -> Path:
     train_student(StudentRequest(
-        store=str(store), labels=labels, model=config.model, out=str(out), init=str(init),
-        train=config.train(steps, seed), augment=config.augment, strong_augment=strong,
-        ema=True, ddc_weight=ddc_weight, loss=config.loss,
+        store=str(store), labels=labels, model=config.student_model, out=str(out),
+        init=str(init), train=config.train(steps, seed), augment=config.augment,
+        strong_augment=strong, ema=config.same_architecture, ddc_weight=ddc_weight,
+        loss=config.loss,
     ), resume=True, progress=False)
     return out
 
 
-def _mlb_student(config: ReproduceConfig, data: Mapping[str, Path], out: Path, seed: int,
-                 teacher: Path, *, name: str, mode: Literal["soft", "hard"] = "soft",
+def _mlb_student(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
+                 teacher: Path, init: Path, *, name: str, mode: Literal["soft", "hard"] = "soft",
                  rounds: int = 2, strong: bool = True, ddc_weight: float = 0.0
                  ) -> tuple[Path, list[str]]:
     """Round 1 on the teacher's blended labels; each further round relabels with the last
-    student's EMA copy (lineage: parent version, EMA round) and continues from it.
+    student (its EMA copy when it shares the teacher's network; lineage: parent version,
+    EMA round) and continues from it.
 
     Returns the last round's checkpoint and the label version of every round."""
     store = out / "labels"
     labels = _relabel(config, data, store, teacher, mode=mode)
     versions = [labels]
     steps = config.student_steps // rounds
-    student = _student(config, store, labels, init=teacher, out=out / f"{name}-r1.pt",
+    student = _student(config, store, labels, init=init, out=out / f"{name}-r1.pt",
                        steps=steps, seed=seed, strong=strong, ddc_weight=ddc_weight)
-    for ema_round in range(1, rounds):
-        labels = _relabel(config, data, store, student, mode=mode, weights="ema",
-                          parent=labels, ema_round=ema_round)
+    ema = config.same_architecture
+    for index in range(1, rounds):
+        labels = _relabel(config, data, store, student, mode=mode,
+                          weights="ema" if ema else "model", parent=labels,
+                          ema_round=index if ema else 0)
         versions.append(labels)
         student = _student(config, store, labels, init=student,
-                           out=out / f"{name}-r{ema_round + 1}.pt", steps=steps,
-                           seed=seed + 1000 * ema_round, strong=strong, ddc_weight=ddc_weight)
+                           out=out / f"{name}-r{index + 1}.pt", steps=steps,
+                           seed=seed + 1000 * index, strong=strong, ddc_weight=ddc_weight)
     return student, versions
 
 
-def _ddc_only(config: ReproduceConfig, data: Mapping[str, Path], out: Path, seed: int,
+def _ddc_only(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
               init: Path) -> Path:
     checkpoint = out / "ddc.pt"
     train_ddc(DdcRequest(
-        images=str(data["natural"] / "images"), masks=str(data["natural"] / "masks"),
-        model=config.model, out=str(checkpoint), init=str(init),
+        images=data.natural_images, masks=data.natural_masks,
+        model=config.teacher_model, out=str(checkpoint), init=str(init),
         train=config.train(config.ddc_steps, seed), augment=config.augment,
     ), resume=True, progress=False)
     return checkpoint
 
 
-def _seed_models(config: ReproduceConfig, data: Mapping[str, Path], out: Path, seed: int,
+def _oracle(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
+            init: Path) -> Path:
+    checkpoint = out / "oracle.pt"
+    train_oracle(OracleRequest(
+        images=data.natural_images, alphas=str(data.natural_alphas),
+        model=config.student_model, out=str(checkpoint), init=str(init),
+        train=config.train(config.student_steps, seed), augment=config.augment,
+        loss=config.loss,
+    ), resume=True, progress=False)
+    return checkpoint
+
+
+def _seed_models(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
                  step: Step) -> tuple[dict[str, Path], dict[str, list[str]]]:
     """Train every row's model for one seed; returns row key -> checkpoint, and student row
     key -> the label version of each of its rounds."""
     step("teachers")
     models = _teachers(config, data, out, seed)
     teacher = models["teacher"]
-    variants = {
-        "mlb": {},
-        "hard": {"mode": "hard"},
-        "no_ema": {"rounds": 1},
-        "weak_aug": {"strong": False},
-        "mlb_ddc": {"ddc_weight": config.ddc_weight},
-    }
+    init = _student_init(config, data, out, seed, teacher)
     versions: dict[str, list[str]] = {}
-    for name, options in variants.items():
+    for name, options in student_variants(config).items():
         step(name)
-        models[name], versions[name] = _mlb_student(config, data, out, seed, teacher,
+        models[name], versions[name] = _mlb_student(config, data, out, seed, teacher, init,
                                                     name=name, **options)
     step("ddc")
     models["ddc"] = _ddc_only(config, data, out, seed, models["seg_teacher"])
+    if data.natural_alphas is not None:
+        step("oracle")
+        models["oracle"] = _oracle(config, data, out, seed, init)
     return models, versions
 
 
-def _label_quality(config: ReproduceConfig, data: Mapping[str, Path], store: Path,
+def _label_quality(config: ReproduceConfig, data: Corpora, store: Path,
                    teacher: Path, versions: Mapping[str, Sequence[str]]
                    ) -> dict[str, dict[str, float | None]]:
     """What the students learned from, scored against the natural corpus's true alpha: the
     coarse masks, the fine-tuned teacher's prediction, and the blended label versions."""
-    natural = data["natural"]
+    alphas = Path(str(data.natural_alphas))
     teacher_scores = evaluate_checkpoint(EvaluateRequest(
-        model=str(teacher), images=str(natural / "images"), alphas=str(natural / "alphas"),
-        inference={"short_side": config.size, "device": "cpu"}), progress=False).mean
+        model=str(teacher), images=data.natural_images, alphas=str(alphas),
+        inference={"short_side": config.size, "device": config.device}), progress=False).mean
     quality: dict[str, dict[str, float | None]] = {
         "teacher": {key: teacher_scores.get(key) for key in COLUMNS}}
     for row, (name, round_index) in BLENDED_ROWS.items():
-        score = score_label_version(store, versions[name][round_index], natural / "alphas",
+        score = score_label_version(store, versions[name][round_index], alphas,
                                     progress=False)
         quality[row] = {key: score.mean["blended_alpha"].get(key) for key in COLUMNS}
         quality[row].update({f"b_{region}": value
@@ -347,19 +555,24 @@ def _label_quality(config: ReproduceConfig, data: Mapping[str, Path], store: Pat
     return {row: quality[row] for row in LABEL_ROWS}
 
 
-def _score(config: ReproduceConfig, data: Mapping[str, Path], checkpoint: Path, *,
+def _score(config: ReproduceConfig, data: Corpora, checkpoint: Path, *,
            domain: Literal["natural", "composite"] = "natural") -> dict[str, float | None]:
     """Mean metrics on the natural (default) or the composite validation set."""
     images, alphas = {
-        "natural": (data["validation"] / "images", data["validation"] / "alphas"),
-        "composite": (data["composite_validation"] / "images",
-                      data["composite_validation"] / "alpha"),
+        "natural": (data.validation_images, data.validation_alphas),
+        "composite": (data.composite_images, data.composite_alphas),
     }[domain]
     report = evaluate_checkpoint(EvaluateRequest(
         model=str(checkpoint), images=str(images), alphas=str(alphas),
-        inference={"short_side": config.size, "device": "cpu"},
+        inference={"short_side": config.size, "device": config.device},
     ), progress=False)
     return {key: report.mean.get(key) for key in COLUMNS}
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float | None]:
+    """NaN (no boundary pixel anywhere) -> None, as the JSON report writes it."""
+    return {key: None if metrics.get(key) is None or math.isnan(metrics[key])
+            else metrics[key] for key in COLUMNS}
 
 
 def _spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -402,18 +615,25 @@ def _spread_table(header: str, rows: Mapping[str, str], columns: Mapping[str, st
 
 
 def render_table(mean: Mapping, std: Mapping, *, seeds: int, short_side: int,
-                 rows: Mapping[str, str] = ROWS) -> str:
+                 rows: Mapping[str, str] = ROWS, second_round: str = "ema") -> str:
     lines = _spread_table("model", rows, COLUMNS, mean, std)
     lines.append("")
     lines.append(f"Mean ± standard deviation over {seeds} seed(s). Natural-domain validation "
                  f"images with true alpha, scored per image at the truth's resolution after "
                  f"resizing the short side to {short_side} for inference, then averaged. "
                  "MSE x1e3, SAD / 1000; boundary region: pixels with 0.05 < alpha < 0.95.")
+    if second_round == "relabel":
+        lines.append("")
+        lines.append("Teacher and students are different networks, so the second round is a "
+                     "plain relabel by the round-1 student (no EMA copy: it would not be the "
+                     "labels' teacher); students start from their own network's mask "
+                     "pre-training.")
     return "\n".join(lines)
 
 
-def render_label_table(mean: Mapping, std: Mapping, *, seeds: int) -> str:
-    lines = _spread_table("labels", LABEL_ROWS, LABEL_COLUMNS, mean, std)
+def render_label_table(mean: Mapping, std: Mapping, *, seeds: int,
+                       rows: Mapping[str, str] = LABEL_ROWS) -> str:
+    lines = _spread_table("labels", rows, LABEL_COLUMNS, mean, std)
     lines.append("")
     lines.append(f"Mean ± standard deviation over {seeds} seed(s). What the students learn "
                  "from, scored against the true alpha of the natural training corpus at "
@@ -421,6 +641,10 @@ def render_label_table(mean: Mapping, std: Mapping, *, seeds: int) -> str:
                  "averaged inside and outside the true boundary region 0.05 < alpha < 0.95. "
                  "MSE x1e3, SAD / 1000.")
     return "\n".join(lines)
+
+
+NO_LABEL_TABLE = ("Labels not scored: the natural corpus was given without true alpha "
+                  "(`--natural IMAGES MASKS ALPHAS` adds the label table and the oracle row).")
 
 
 def _verdict(mean: Mapping) -> tuple[float | None, bool | None, bool | None]:
@@ -432,21 +656,47 @@ def _verdict(mean: Mapping) -> tuple[float | None, bool | None, bool | None]:
     return gain, boundary_ok, gain >= WHOLE_MSE_GAIN and boundary_ok
 
 
-def _set_threads(config: ReproduceConfig) -> None:
+def _start(config: ReproduceConfig) -> None:
+    """Threads, and the device check before any data is generated or read."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("this preset runs on a CUDA device (device 'cuda') and torch finds "
+                         "none here; run it where a GPU is available (--plan prints what it "
+                         "would train)")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
 
 
-def reproduce(config: ReproduceConfig, *, progress: bool = True) -> ReproduceReport:
-    """Run the comparison; resumable: finished checkpoints and label versions are reused and
-    an interrupted training continues from its last periodic checkpoint."""
-    started = time.perf_counter()
-    _set_threads(config)
+def _prepare(config: ReproduceConfig, data: ReproduceData, corpora: tuple[str, ...], *,
+             composite_validation: bool) -> tuple[Corpora, DataRecord]:
+    """Resolve and check the data, record it, and refuse a work folder of other data."""
     root = Path(config.work)
-    data = _corpora(config, root / "data")
-    rows = {**ROWS, **network_rows(config)}
-    bar = tqdm(total=len(config.seeds) * (len(ROWS) + 1 + len(config.networks)),
-               desc="reproduce",
+    resolved = prepare_corpora(data, config.built_in(), root / "data",
+                               composite_validation=composite_validation)
+    record = data_record(resolved, config.built_in(), corpora)
+    check_same_data(record, root / "data.json")
+    return resolved, record
+
+
+def reproduce(config: ReproduceConfig, data: ReproduceData | None = None, *,
+              progress: bool = True) -> ReproduceReport:
+    """Run the comparison on ``data`` (default: the built-in benchmark); resumable: finished
+    checkpoints and label versions are reused and an interrupted training continues from its
+    last periodic checkpoint."""
+    started = time.perf_counter()
+    _start(config)
+    root = Path(config.work)
+    corpora, record = _prepare(config, data or ReproduceData(),
+                               ("matte", "natural", "validation"),
+                               composite_validation=False)
+    has_alphas = corpora.natural_alphas is not None
+    rows = paper_rows(config, oracle=has_alphas,
+                      coarse_masks=corpora.validation_masks is not None)
+    masks = None
+    if corpora.validation_masks is not None:
+        masks = _finite(score_masks(corpora.validation_images, corpora.validation_masks,
+                                    corpora.validation_alphas))
+    trained = len(student_variants(config)) + 2 + has_alphas  # teachers, students, DDC, oracle
+    bar = tqdm(total=len(config.seeds) * (trained + 2), desc="reproduce",
                disable=not progress)
 
     def step(name: str) -> None:
@@ -457,26 +707,33 @@ def reproduce(config: ReproduceConfig, *, progress: bool = True) -> ReproduceRep
     labels: dict[str, dict[str, dict[str, float | None]]] = {}
     for seed in config.seeds:
         out = root / f"seed-{seed}"
-        models, versions = _seed_models(config, data, out, seed, step)
+        models, versions = _seed_models(config, corpora, out, seed, step)
         step("other networks")
         # the labels of the MLB row's first round, in the seed's one label store
-        models.update(train_network_rows(config, data, out, seed, store=out / "labels",
+        models.update(train_network_rows(config, corpora, out, seed, store=out / "labels",
                                          labels=versions["mlb"][0]))
-        per_seed[str(seed)] = {row: _score(config, data, models[row]) for row in rows}
-        labels[str(seed)] = _label_quality(config, data, out / "labels", models["teacher"],
-                                           versions)
+        per_seed[str(seed)] = {row: masks if row == "coarse_mask" else
+                               _score(config, corpora, models[row]) for row in rows}
+        if has_alphas:
+            labels[str(seed)] = _label_quality(config, corpora, out / "labels",
+                                               models["teacher"], versions)
         step("evaluate")
     bar.close()
     mean, std = _summarise(per_seed, tuple(rows))
-    labels_mean, labels_std = _summarise(labels, tuple(LABEL_ROWS), LABEL_COLUMNS)
+    label_rows = _label_rows(config)
+    labels_mean, labels_std = _summarise(labels, tuple(label_rows), LABEL_COLUMNS)
     gain, boundary_ok, met = _verdict(mean)
+    table = render_table(mean, std, seeds=len(config.seeds), short_side=config.size,
+                         rows=rows, second_round=config.second_round)
     report = ReproduceReport(
-        config=config, per_seed=per_seed, mean=mean, std=std, whole_mse_gain=gain,
+        config=config, data=record, rows=rows, second_round=config.second_round,
+        per_seed=per_seed, mean=mean, std=std, whole_mse_gain=gain,
         boundary_ok=boundary_ok, target_met=met, seconds=time.perf_counter() - started,
-        table=render_table(mean, std, seeds=len(config.seeds), short_side=config.size,
-                           rows=rows),
-        labels_per_seed=labels, labels_mean=labels_mean, labels_std=labels_std,
-        labels_table=render_label_table(labels_mean, labels_std, seeds=len(config.seeds)),
+        table=table + "\n\nData:\n" + "\n".join(record.lines()),
+        labels_per_seed=labels, labels_mean=labels_mean if labels else {},
+        labels_std=labels_std if labels else {},
+        labels_table=(render_label_table(labels_mean, labels_std, seeds=len(config.seeds),
+                                         rows=label_rows) if labels else NO_LABEL_TABLE),
     )
     (root / "report.json").write_text(json.dumps(report.model_dump(mode="json"), indent=2))
     return report
@@ -486,6 +743,8 @@ class DomainGapReport(FrozenConfig):
     """A model trained on composites only, scored on both domains (issue 3's measurement)."""
 
     config: ReproduceConfig
+    data: DataRecord
+    """Which data the run read: every folder's path, file count and content hash."""
     per_seed: dict[str, dict[str, dict[str, float | None]]]
     """seed -> domain ("composite" / "natural") -> metric -> value."""
     mean: dict[str, dict[str, float | None]]
@@ -502,25 +761,29 @@ DOMAINS: dict[str, str] = {
 }
 
 
-def domain_gap(config: ReproduceConfig, *, progress: bool = True) -> DomainGapReport:
+def domain_gap(config: ReproduceConfig, data: ReproduceData | None = None, *,
+               progress: bool = True) -> DomainGapReport:
     """Train on composites alone (no mask pre-training) and score on both domains.
 
-    The same architecture, data sizes and steps as the reproduction's teacher; both
-    validation sets hold people no training set has.
+    The teacher's network, data sizes and steps; both validation sets hold people no
+    training set has (with the user's matte corpus, its composite validation set must be
+    given: ``ReproduceData.composite_images``).
     """
     started = time.perf_counter()
-    _set_threads(config)
+    _start(config)
     root = Path(config.work)
-    data = _corpora(config, root / "data")
+    corpora, record = _prepare(config, data or ReproduceData(),
+                               ("matte", "validation", "composite_validation"),
+                               composite_validation=True)
     per_seed: dict[str, dict[str, dict[str, float | None]]] = {}
     for seed in tqdm(config.seeds, desc="domain gap", disable=not progress):
         checkpoint = root / f"seed-{seed}" / "composite-only.pt"
         train_teacher(TeacherRequest(
-            matte=str(data["matte"]), model=config.model, out=str(checkpoint),
-            train=config.train(config.teacher_steps, seed), augment=config.augment,
-            loss=config.loss,
+            matte=corpora.matte, model=config.teacher_model, out=str(checkpoint),
+            train=config.train(config.teacher_steps, seed, lr=config.lr),
+            augment=config.augment, loss=config.loss,
         ), resume=True, progress=False)
-        per_seed[str(seed)] = {domain: _score(config, data, checkpoint, domain=domain)
+        per_seed[str(seed)] = {domain: _score(config, corpora, checkpoint, domain=domain)
                                for domain in DOMAINS}
     mean, std = _summarise(per_seed, tuple(DOMAINS))
     natural, composite = mean["natural"]["mse"], mean["composite"]["mse"]
@@ -528,9 +791,10 @@ def domain_gap(config: ReproduceConfig, *, progress: bool = True) -> DomainGapRe
     lines = _spread_table("model trained on composites only, scored on", DOMAINS, COLUMNS,
                           mean, std)
     lines += ["", f"Mean ± standard deviation over {len(config.seeds)} seed(s); same metric "
-              f"conventions as the reproduction table (short side {config.size})."]
-    report = DomainGapReport(config=config, per_seed=per_seed, mean=mean, std=std,
-                             mse_ratio=ratio, seconds=time.perf_counter() - started,
+              f"conventions as the reproduction table (short side {config.size}).",
+              "", "Data:", *record.lines()]
+    report = DomainGapReport(config=config, data=record, per_seed=per_seed, mean=mean,
+                             std=std, mse_ratio=ratio, seconds=time.perf_counter() - started,
                              table="\n".join(lines))
     (root / "domain-gap.json").write_text(json.dumps(report.model_dump(mode="json"), indent=2))
     return report

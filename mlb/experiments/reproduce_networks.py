@@ -13,13 +13,15 @@ same data and start from the same pre-training; the difference is the labels.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mlb.data.augment import AugmentConfig
 from mlb.losses import LossConfig
 from mlb.train import StudentRequest, TeacherRequest, TrainConfig, train_student, train_teacher
+
+if TYPE_CHECKING:
+    from mlb.experiments.reproduce_data import Corpora
 
 
 class _Config(Protocol):  # the fields of ReproduceConfig used here (no import cycle)
@@ -48,15 +50,15 @@ def network_rows(config: _Config) -> dict[str, str]:
     return rows
 
 
-def train_network_rows(config: _Config, data: Mapping[str, Path], out: Path, seed: int, *,
+def train_network_rows(config: _Config, data: Corpora, out: Path, seed: int, *,
                        store: Path, labels: str) -> dict[str, Path]:
     """Train both rows of every network for one seed; row key -> checkpoint."""
     models: dict[str, Path] = {}
     for name in config.networks:
         teacher = out / f"{name}-teacher.pt"
         train_teacher(TeacherRequest(
-            matte=str(data["matte"]), pretrain_images=str(data["natural"] / "images"),
-            pretrain_masks=str(data["natural"] / "masks"), model=name, out=str(teacher),
+            matte=data.matte, pretrain_images=data.natural_images,
+            pretrain_masks=data.natural_masks, model=name, out=str(teacher),
             pretrain_steps=config.pretrain_steps, pretrain_lr=config.lr,
             train=config.train(config.teacher_steps, seed, lr=config.finetune_lr),
             augment=config.augment, loss=config.loss,

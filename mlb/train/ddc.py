@@ -16,17 +16,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mlb.checkpoint import load_weights
 from mlb.data.augment import strong_preset, weak_preset
 from mlb.data.corpus import find_segmentation_samples
 from mlb.data.datasets import SegmentationDataset
 from mlb.data.trimap import trimap_from_mask
 from mlb.ddc import ddc_total
 from mlb.losses import LossConfig
-from mlb.models import MattingOutput, build_model_from_config
+from mlb.models import MattingOutput
 from mlb.train.config import DEFAULT_LR, DdcRequest, TrainSummary
 from mlb.train.distributed import joins_process_group
-from mlb.train.loop import Batch, RunRecord, fit
+from mlb.train.loop import Batch, RunRecord, fit, initial_model
 
 __all__ = ["TrimapDataset", "add_trimap", "ddc_dataset", "ddc_loss_terms", "train_ddc"]
 
@@ -87,10 +86,7 @@ def train_ddc(
     progress: bool = True,
 ) -> TrainSummary:
     """Train ``request.model`` from coarse masks alone; checkpoint at ``request.out``."""
-    torch.manual_seed(request.train.seed)
-    model = build_model_from_config(request.model)
-    if request.init is not None:
-        load_weights(model, request.init, model_config=request.model)
+    model = initial_model(request)
     run = RunRecord(out=Path(request.out), kind="ddc", model_config=request.model,
                     request=request.model_dump(mode="json"),
                     lr=request.train.lr or DEFAULT_LR["ddc"],

@@ -32,10 +32,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mlb import __version__
-from mlb.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from mlb.checkpoint import Checkpoint, load_weights, read_checkpoint, save_checkpoint
 from mlb.device import resolve_device
-from mlb.models import MattingOutput, ModelConfig
-from mlb.train.config import TrainConfig, TrainSummary
+from mlb.models import MattingOutput, ModelConfig, build_model_from_config
+from mlb.train.config import RunRequest, TrainConfig, TrainSummary
 from mlb.train.curves import curve_path, save_loss_curve
 from mlb.train.distributed import (
     World,
@@ -57,6 +57,7 @@ __all__ = [
     "batches",
     "build_optimizer",
     "fit",
+    "initial_model",
     "learning_rate",
     "train_one_step",
     "warmup_steps",
@@ -347,6 +348,16 @@ def batches(dataset: Dataset, config: TrainConfig, *, start: int, stop: int,
         pin_memory=device.type == "cuda",
     )
     return prefetched(loader, config.prefetch)
+
+
+def initial_model(request: RunRequest) -> nn.Module:
+    """The network a recipe starts from: ``request.init``'s weights, or fresh weights drawn
+    under ``request.train.seed`` (seeded first, so both starts are reproducible)."""
+    torch.manual_seed(request.train.seed)
+    model = build_model_from_config(request.model)
+    if request.init is not None:
+        load_weights(model, request.init, model_config=request.model)
+    return model
 
 
 def fit(

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mlb.checkpoint import load_weights
 from mlb.data.augment import strong_preset, weak_preset
 from mlb.data.trimap import DEFAULT_KERNEL_RANGE
 from mlb.labels.dataset import LabelSetDataset
@@ -29,7 +27,7 @@ from mlb.labels.metadata import LabelVersionMetadata
 from mlb.labels.store import LabelStore
 from mlb.losses import LossConfig, matting_loss
 from mlb.losses import boundary_target as label_band
-from mlb.models import MattingOutput, build_model_from_config
+from mlb.models import MattingOutput
 from mlb.train.config import (
     DEFAULT_EMA_MOMENTUM,
     DEFAULT_LR,
@@ -39,7 +37,7 @@ from mlb.train.config import (
 )
 from mlb.train.ddc import TrimapDataset, ddc_loss_terms
 from mlb.train.distributed import joins_process_group
-from mlb.train.loop import Batch, RunRecord, fit
+from mlb.train.loop import Batch, RunRecord, fit, initial_model
 
 __all__ = [
     "student_dataset",
@@ -128,10 +126,7 @@ def train_student(
     version = LabelStore(request.store).open_version(request.labels)
     request = request.model_copy(update={"labels": version.version_id})
     dataset = student_dataset(request)
-    torch.manual_seed(request.train.seed)
-    model = build_model_from_config(request.model)
-    if request.init is not None:
-        load_weights(model, request.init, model_config=request.model)
+    model = initial_model(request)
     teacher_model = teacher_model_name(version.metadata)
     run = RunRecord(out=Path(request.out), kind="student", model_config=request.model,
                     request=request.model_dump(mode="json"),

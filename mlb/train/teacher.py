@@ -21,10 +21,10 @@ from mlb.data.augment import AugmentConfig, weak_preset
 from mlb.data.corpus import find_matte_samples, find_segmentation_samples
 from mlb.data.datasets import CompositeDataset, SegmentationDataset
 from mlb.losses import LossConfig, matting_loss
-from mlb.models import MattingOutput, build_model_from_config
+from mlb.models import MattingOutput
 from mlb.train.config import DEFAULT_LR, TeacherRequest, TrainSummary
 from mlb.train.distributed import joins_process_group
-from mlb.train.loop import Batch, RunRecord, fit
+from mlb.train.loop import Batch, RunRecord, fit, initial_model
 
 __all__ = [
     "composite_dataset",
@@ -94,10 +94,7 @@ def train_teacher(
     """
     # The matte corpus is scanned first: a bad folder fails now, not after pre-training.
     dataset = composite_dataset(request.matte, request.augment, seed=request.train.seed)
-    torch.manual_seed(request.train.seed)
-    model = build_model_from_config(request.model)
-    if request.init is not None:
-        load_weights(model, request.init, model_config=request.model)
+    model = initial_model(request)
     record = request.model_dump(mode="json")
     if request.pretrain_steps > 0:
         summary = _pretrain(model, request, record, resume=resume, overwrite=overwrite,
