@@ -7,6 +7,7 @@ import pytest
 from mlb.cli import main as cli
 from mlb.data.trimap import kernel_range_for
 from mlb.ddc import window_for
+from mlb.experiments.reproduce import ReproduceConfig
 from mlb.experiments.science_trials import main
 
 
@@ -44,3 +45,12 @@ def test_the_cpu256_plan_is_the_sized_one(capsys):
     assert "| 0 | teacher | teacher | unet_r18 | 400 |" in printed
     assert "| 0 | oracle | oracle | unet_r18_w05 | 200 |" in printed
     assert "42 runs, 6900 training steps." in printed
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"ddc_window": 4}, "ddc_window must be odd"),
+    ({"trimap_kernel_range": (5, 2)}, "1 <= low <= high"),
+])
+def test_bad_ddc_settings_fail_before_any_training(settings, message):
+    with pytest.raises(ValueError, match=message):
+        ReproduceConfig(**settings)

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from mlb.blend import BlendConfig
@@ -232,6 +232,16 @@ class ReproduceConfig(FrozenConfig):
     """Where relabelling and evaluation run; training takes CUDA whenever there is one
     (``TrainConfig.device`` "auto"). "cuda" also makes the run refuse to start without a
     CUDA device (a preset sized for a GPU would take weeks on a CPU)."""
+
+    @model_validator(mode="after")
+    def _ddc_settings_fit(self) -> ReproduceConfig:
+        # Checked here, not at the DDC row after hours of teacher training.
+        LossConfig(**self.ddc_settings)
+        low, high = self.trimap_kernel_range
+        if not 1 <= low <= high:
+            raise ValueError(f"trimap_kernel_range must satisfy 1 <= low <= high, got "
+                             f"{self.trimap_kernel_range}")
+        return self
 
     @property
     def same_architecture(self) -> bool:
