@@ -25,7 +25,7 @@ from mlb.losses import LossConfig
 from mlb.models import MattingOutput
 from mlb.train.config import DEFAULT_LR, DdcRequest, TrainSummary
 from mlb.train.distributed import joins_process_group
-from mlb.train.loop import Batch, RunRecord, fit, initial_model
+from mlb.train.loop import Batch, RunRecord, field_defaults, fit, initial_model
 
 __all__ = ["TrimapDataset", "add_trimap", "ddc_dataset", "ddc_loss_terms", "train_ddc"]
 
@@ -92,7 +92,8 @@ def train_ddc(
     run = RunRecord(out=Path(request.out), kind="ddc", model_config=request.model,
                     request=request.model_dump(mode="json"),
                     lr=request.train.lr or DEFAULT_LR["ddc"],
-                    ema_momentum=request.train.ema_momentum)
+                    ema_momentum=request.train.ema_momentum,
+                    request_defaults=field_defaults(type(request)))
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
         return ddc_loss_terms(prediction, batch, loss=request.loss)

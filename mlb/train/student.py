@@ -36,7 +36,7 @@ from mlb.train.config import (
 )
 from mlb.train.ddc import TrimapDataset, ddc_loss_terms
 from mlb.train.distributed import joins_process_group
-from mlb.train.loop import Batch, RunRecord, fit, initial_model
+from mlb.train.loop import Batch, RunRecord, field_defaults, fit, initial_model
 
 __all__ = [
     "student_dataset",
@@ -129,9 +129,9 @@ def train_student(
     teacher_model = teacher_model_name(version.metadata)
     run = RunRecord(out=Path(request.out), kind="student", model_config=request.model,
                     request=request.model_dump(mode="json"),
-                    lr=request.train.lr or DEFAULT_LR["student"],
-                    label_version=version.version_id,
-                    ema_momentum=student_ema_momentum(request, teacher_model))
+                    lr=request.train.lr or DEFAULT_LR["student"], label_version=version.version_id,
+                    ema_momentum=student_ema_momentum(request, teacher_model),
+                    request_defaults=field_defaults(type(request)))
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
         return student_loss(prediction, batch, loss=request.loss, ddc_weight=request.ddc_weight,

@@ -24,7 +24,7 @@ from mlb.losses import LossConfig, matting_loss
 from mlb.models import MattingOutput
 from mlb.train.config import DEFAULT_LR, TeacherRequest, TrainSummary
 from mlb.train.distributed import joins_process_group
-from mlb.train.loop import Batch, RunRecord, fit, initial_model
+from mlb.train.loop import Batch, RunRecord, field_defaults, fit, initial_model
 
 __all__ = [
     "composite_dataset",
@@ -110,7 +110,8 @@ def train_teacher(
         stop_at_step = max(0, stop_at_step - request.pretrain_steps)
     run = RunRecord(out=Path(request.out), kind="teacher", model_config=request.model,
                     request=record, lr=request.train.lr or DEFAULT_LR["teacher"],
-                    ema_momentum=request.train.ema_momentum)
+                    ema_momentum=request.train.ema_momentum,
+                    request_defaults=field_defaults(type(request)))
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
         return teacher_loss(prediction, batch, loss=request.loss)
@@ -131,7 +132,8 @@ def _pretrain(model: torch.nn.Module, request: TeacherRequest, record: dict, *, 
     config = request.train.model_copy(update={"steps": request.pretrain_steps})
     run = RunRecord(out=pretrain_path(request.out), kind="teacher-pretrain",
                     model_config=request.model, request=record,
-                    lr=request.pretrain_lr or DEFAULT_LR["teacher-pretrain"])
+                    lr=request.pretrain_lr or DEFAULT_LR["teacher-pretrain"],
+                    request_defaults=field_defaults(type(request)))
     dataset = segmentation_dataset(request.pretrain_images, request.pretrain_masks,
                                    request.augment)
     return fit(model, dataset, pretrain_loss, config=config, run=run, resume=resume,
