@@ -46,6 +46,25 @@ _MIN_TILE_PIXELS = 1 << 13
 _MAX_TILE_PIXELS = 1 << 15
 _TILES_PER_CHUNK = 8
 _MAX_WINDOW = 181  # 181**2 window positions still fit int16
+# The reference's 11x11 window (and its 11 kept candidates) belongs to 512 px training crops
+# of photos of about that size or larger.
+REFERENCE_WINDOW = 11
+REFERENCE_CROP = 512
+
+
+def window_for(side: int) -> int:
+    """The reference's 11 px window at 512 px, scaled to images of ``side`` px: odd, >= 3.
+
+    The window is a neighbourhood in the scene, not in pixels: at 96 px an 11x11 window spans
+    an eighth of the image and links similar colours across the person (hair and a
+    hair-coloured background), where the reference links a pixel to its immediate surround.
+    The reference keeps as many candidates as the window's side (``topk(k=kernel_size)``), so
+    the scaled window keeps ``window_for(side)`` neighbours too. 96 -> 3, 256 -> 5, 512 -> 11.
+    """
+    if side < 1:
+        raise ValueError(f"side must be >= 1, got {side}")
+    nearest_odd = 2 * round((REFERENCE_WINDOW * side / REFERENCE_CROP - 1) / 2) + 1
+    return max(3, nearest_odd)
 
 
 def known_loss(pred_alpha: torch.Tensor, trimap: torch.Tensor) -> torch.Tensor:

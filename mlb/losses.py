@@ -8,7 +8,7 @@ a tensor or a dict of named terms with ``total`` out, on the inputs' device and 
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mlb.config import FrozenConfig
 
@@ -26,6 +26,19 @@ class LossConfig(FrozenConfig):
     boundary_weight: float = Field(default=0.01, ge=0.0)
     laplacian_levels: int = Field(default=5, ge=1)
     ddc_weight: float = Field(default=10.0, ge=0.0)
+    ddc_window: int = Field(default=11, ge=1)
+    """Odd side of DDC's search window (11 in the reference, at 512 px crops)."""
+    ddc_neighbours: int = Field(default=11, ge=1)
+    """Candidates DDC keeps per pixel, the pixel itself included (11 in the reference)."""
+
+    @model_validator(mode="after")
+    def _ddc_window_fits(self) -> "LossConfig":
+        if self.ddc_window % 2 == 0:
+            raise ValueError(f"ddc_window must be odd, got {self.ddc_window}")
+        if self.ddc_neighbours > self.ddc_window**2:
+            raise ValueError(f"ddc_neighbours must be <= ddc_window**2 = {self.ddc_window**2}, "
+                             f"got {self.ddc_neighbours}")
+        return self
 
 
 def boundary_target(alpha: torch.Tensor) -> torch.Tensor:

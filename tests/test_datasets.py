@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mlb.data.augment import AugmentConfig, weak_preset
+from mlb.data.compositing import photographic_composite
 from mlb.data.corpus import (
     BadSample,
     find_matte_samples,
@@ -143,3 +144,25 @@ def test_composite_dataset_needs_backgrounds(matte_dir):
     scan = find_matte_samples(matte_dir / "fg", matte_dir / "alpha")
     with pytest.raises(ValueError, match=r"background"):
         CompositeDataset(scan.samples, scan.backgrounds)
+
+
+def test_photographic_composite_keeps_the_alpha_and_looks_photographed(matte_dir):
+    scan = find_matte_samples(matte_dir / "fg", matte_dir / "alpha", matte_dir / "bg")
+    plain = CompositeDataset(scan.samples, scan.backgrounds, seed=3)[1]
+    photo = CompositeDataset(scan.samples, scan.backgrounds, seed=3, photographic=True)
+    item = photo[1]
+    torch.testing.assert_close(item["alpha"], plain["alpha"])  # the label is untouched
+    assert item["image"].shape == plain["image"].shape and item["image"].dtype == torch.float32
+    assert float(item["image"].min()) >= 0.0 and float(item["image"].max()) <= 1.0
+    torch.testing.assert_close(photo[1]["image"], item["image"])  # same item, same draw
+    # noise and compression: a flat plain background is no longer flat
+    outside = item["alpha"][0] == 0
+    assert float(plain["image"][:, outside].std(dim=1).max()) == 0.0
+    assert float(item["image"][:, outside].std(dim=1).max()) > 1 / 255
+
+
+def test_photographic_composite_checks_shapes():
+    rng = np.random.default_rng(0)
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"share one \(H, W\)"):
+        photographic_composite(image, np.zeros((8, 9), np.float32), image, rng=rng)

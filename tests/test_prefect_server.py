@@ -582,6 +582,11 @@ class TestWorkPool:
         assert relabel["work_pool_name"] == "mlb"
         assert relabel["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {
             "directory": str(PROJECT_ROOT)}}]
+        # prefect deploy registers the retraining trigger too, for the pool's deployment.
+        student = _deployment(prefect_server, "train-student")
+        assert any(action.get("deployment_id") == student["id"]
+                   for automation in prefect_server.post("/automations/filter", {})
+                   for action in automation["actions"]), "no trigger for the pool deployment"
         # serve now refuses the pool's deployments, in one line.
         done = prefect_server.shell("mlb-flows serve", cwd=tmp_path, check=False, timeout_s=120)
         assert done.returncode == 2, done
@@ -604,8 +609,10 @@ class TestWorkPool:
                 f"mlb-flows run evaluate --param request.model={root}/checkpoints/teacher.pt",
                 cwd=tmp_path).stdout
             run = prefect_server.wait_run(_run_id(output))
+            assert run["state_type"] == "COMPLETED", (run["state"],
+                                                      prefect_server.run_logs(run["id"]))
+            # Before the worker stops: its flow process may still be sending its last logs.
+            prefect_server.wait_logs(run["id"], f"data root {root} (from Prefect Variable",
+                                     "teacher.pt on 2 images")
         finally:
             _stop(worker, sig=signal.SIGTERM, timeout_s=60)
-        assert run["state_type"] == "COMPLETED", (run["state"], prefect_server.run_logs(run["id"]))
-        prefect_server.wait_logs(run["id"], f"data root {root} (from Prefect Variable",
-                                 "teacher.pt on 2 images")

@@ -279,6 +279,31 @@ def test_resume_refuses_another_request_and_fresh_runs_refuse_to_overwrite(label
         train_student(first, progress=False)
 
 
+def test_a_checkpoint_from_before_a_request_field_existed_still_resumes(label_store, tmp_path):
+    """Fields added to a request type later are absent from older checkpoints; their runs
+    had the defaults, so the run resumes when they are left at the default (and only then)."""
+    import dataclasses
+
+    from mlb.checkpoint import read_checkpoint, save_checkpoint
+
+    store, _ = label_store
+    out = tmp_path / "student.pt"
+    request = StudentRequest(store=str(store), model=MODEL, out=str(out), train=tiny_train(2),
+                             augment=TINY_AUGMENT)
+    train_student(request, stop_at_step=1, progress=False)
+    old = read_checkpoint(out)
+    recorded = dict(old.train_config["request"])
+    recorded.pop("trimap_kernel_range")  # as a release before that field wrote it
+    recorded["loss"] = {k: v for k, v in recorded["loss"].items() if k != "ddc_window"}
+    recorded["train"] = {k: v for k, v in recorded["train"].items() if k != "ema_momentum"}
+    save_checkpoint(dataclasses.replace(
+        old, train_config={**old.train_config, "request": recorded}), out)
+    other = request.model_copy(update={"trimap_kernel_range": (3, 5)})
+    with pytest.raises(ValueError, match="differing request fields: trimap_kernel_range"):
+        train_student(other, resume=True, progress=False)
+    assert train_student(request, resume=True, progress=False).steps == 2
+
+
 def test_samples_do_not_depend_on_the_number_of_workers_or_prefetch(corpus):
     scan = find_segmentation_samples(corpus.images, corpus.masks)
     plain = SegmentationDataset(scan.samples, weak_preset(TINY_AUGMENT))

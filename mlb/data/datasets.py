@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from mlb.data.compositing import composite
+from mlb.data.compositing import composite, photographic_composite
 from mlb.data.corpus import MatteSample, Quarantined, SegmentationSample, ValidationSample
 from mlb.data.imageio import BadSample, read_alpha, read_image, read_mask
 
@@ -176,12 +176,15 @@ class CompositeDataset(_SkippingDataset):
     ``numpy.random.default_rng((seed, epoch, i))``: the same item is the same composite within
     an epoch, and :meth:`set_epoch` gives new pairings per epoch. ``length`` defaults to the
     number of matte samples (a larger value repeats foregrounds with other backgrounds).
+    ``photographic`` makes each composite with :func:`photographic_composite` (defocus, light
+    wrap, colour cast, noise, JPEG; drawn from the same generator) instead of the plain rule.
     """
 
     def __init__(self, samples: Sequence[MatteSample], background_paths: Sequence[str | Path],
                  transform: Transform | None = None, *, length: int | None = None,
-                 seed: int = 0, skip_bad: bool = False) -> None:
+                 seed: int = 0, skip_bad: bool = False, photographic: bool = False) -> None:
         super().__init__(samples, transform, skip_bad=skip_bad)
+        self.photographic = photographic
         if len(background_paths) == 0:
             raise ValueError("no background images: compositing needs a background pool")
         self.background_paths = tuple(Path(path) for path in background_paths)
@@ -208,6 +211,8 @@ class CompositeDataset(_SkippingDataset):
         foreground = read_image(sample.foreground_path)
         alpha = read_alpha(sample.alpha_path, size=foreground.shape[:2])
         background = fit_background(read_image(background_path), alpha.shape, rng=rng)
-        item = {"image": image_to_tensor(composite(foreground, alpha, background)),
+        image = (photographic_composite(foreground, alpha, background, rng=rng)
+                 if self.photographic else composite(foreground, alpha, background))
+        item = {"image": image_to_tensor(image),
                 "alpha": label_to_tensor(alpha), "sample_id": sample.sample_id}
         return _finish(item, self.transform)

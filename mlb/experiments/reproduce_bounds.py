@@ -25,7 +25,7 @@ from mlb.data.imageio import read_alpha, read_image, read_mask
 from mlb.metrics import METRIC_NAMES, matting_metrics, mean_metrics
 from mlb.models import MattingOutput
 from mlb.train.config import DEFAULT_LR, PathText, RunRequest, TrainSummary
-from mlb.train.loop import Batch, RunRecord, fit, initial_model
+from mlb.train.loop import Batch, RunRecord, field_defaults, fit, initial_model
 from mlb.train.teacher import teacher_loss
 
 __all__ = ["OracleRequest", "oracle_dataset", "score_masks", "train_oracle"]
@@ -54,7 +54,8 @@ def train_oracle(request: OracleRequest, *, resume: bool = False,
     model = initial_model(request)
     run = RunRecord(out=Path(request.out), kind="teacher", model_config=request.model,
                     request=request.model_dump(mode="json"),
-                    lr=request.train.lr or DEFAULT_LR["student"])
+                    lr=request.train.lr or DEFAULT_LR["student"],
+                    request_defaults=field_defaults(type(request)))
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
         return teacher_loss(prediction, batch, loss=request.loss)

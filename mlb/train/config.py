@@ -144,6 +144,9 @@ class TeacherRequest(RunRequest):
     """Steps of mask pre-training (MSE); its checkpoint is kept as ``<out>.pretrain.pt``."""
     pretrain_lr: float | None = Field(None, gt=0.0)
     """None: ``DEFAULT_LR["teacher-pretrain"]`` (1e-4)."""
+    photographic_composites: bool = False
+    """Fine-tune on composites that look photographed (``photographic_composite``: defocus,
+    light wrap, colour cast, noise, JPEG) instead of plain pastes (docs/science-notes.md)."""
 
 
 BoundaryTarget = Literal["band", "blend"]
@@ -164,6 +167,8 @@ class StudentRequest(RunRequest):
     ddc_weight: float = Field(0.0, ge=0.0)
     """Adds ``ddc_weight * (L_known + loss.ddc_weight * L_DDC)`` on the same natural images,
     with trimaps from their coarse masks (method.md section 2: combining both seeds)."""
+    trimap_kernel_range: tuple[int, int] = DEFAULT_KERNEL_RANGE
+    """Kernel sizes of the DDC term's trimaps (px, inclusive; ``DdcRequest``'s field)."""
     boundary_target: BoundaryTarget = "band"
     """What the boundary head learns. ``"band"`` (default): ``1[0.05 < blended_alpha <
     0.95]``, the teacher's own target applied to the labels the student learns ("the same
@@ -186,7 +191,9 @@ class DdcRequest(RunRequest):
     strong_augment: bool = False
     """Colour augmentation changes the colour distances DDC relies on; off by default."""
     trimap_kernel_range: tuple[int, int] = DEFAULT_KERNEL_RANGE
-    """Elliptical erode/dilate kernel sizes (px, inclusive; method.md section 2)."""
+    """Elliptical erode/dilate kernel sizes (px, inclusive; method.md section 2). The default
+    is the reference's, made for ~640 px images; ``kernel_range_for(side)`` scales it to the
+    training images' side (the reproduction presets do)."""
 
 
 class TrainSummary(FrozenConfig):

@@ -26,7 +26,7 @@ from mlb.models import MattingOutput
 from mlb.train.config import DEFAULT_LR, DdcRequest, TrainSummary
 from mlb.train.distributed import joins_process_group
 from mlb.train.lineage import run_lineage
-from mlb.train.loop import Batch, RunRecord, fit, initial_model
+from mlb.train.loop import Batch, RunRecord, field_defaults, fit, initial_model
 
 __all__ = ["TrimapDataset", "add_trimap", "ddc_dataset", "ddc_loss_terms", "train_ddc"]
 
@@ -64,9 +64,11 @@ class TrimapDataset(Dataset):
 
 def ddc_loss_terms(prediction: MattingOutput, batch: Batch, *, loss: LossConfig
                    ) -> dict[str, Tensor]:
-    """``L_known + loss.ddc_weight * L_DDC`` on ``batch["image"]`` and ``batch["trimap"]``."""
+    """``L_known + loss.ddc_weight * L_DDC`` on ``batch["image"]`` and ``batch["trimap"]``,
+    with ``loss``'s window and neighbour count."""
     return ddc_total(batch["image"], prediction.alpha, batch["trimap"],
-                     ddc_weight=loss.ddc_weight)
+                     ddc_weight=loss.ddc_weight, window=loss.ddc_window,
+                     neighbours=loss.ddc_neighbours)
 
 
 def ddc_dataset(request: DdcRequest) -> Dataset:
@@ -92,7 +94,8 @@ def train_ddc(
                     lineage=run_lineage(init=request.init),
                     request=request.model_dump(mode="json"),
                     lr=request.train.lr or DEFAULT_LR["ddc"],
-                    ema_momentum=request.train.ema_momentum)
+                    ema_momentum=request.train.ema_momentum,
+                    request_defaults=field_defaults(type(request)))
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
         return ddc_loss_terms(prediction, batch, loss=request.loss)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Required, TypedDict, cast
 
 import torch
+from pydantic import BaseModel, TypeAdapter
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -106,6 +107,34 @@ class RunRecord:
     """Keep an EMA copy (saved as ``ema_state_dict``) with this per-step momentum."""
     lineage: dict[str, Any] = field(default_factory=dict)
     """The checkpoint's ``lineage`` (``mlb.train.lineage.run_lineage``)."""
+    request_defaults: dict[str, Any] = field(default_factory=dict)
+    """:func:`field_defaults` of the request's type: a checkpoint written before a field
+    was added resumes when the run keeps that field at its default."""
+
+
+def field_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON defaults of ``model``'s fields, nested into required sub-models (a required
+    ``train: TrainConfig`` gives TrainConfig's defaults)."""
+    defaults: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if not info.is_required():
+            value = info.get_default(call_default_factory=True)
+            defaults[name] = (value.model_dump(mode="json") if isinstance(value, BaseModel)
+                              else TypeAdapter(Any).dump_python(value, mode="json"))
+        elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            defaults[name] = field_defaults(info.annotation)
+    return defaults
+
+
+def _with_defaults(stored: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with the fields it lacks taken from ``defaults``, at every depth."""
+    filled = dict(stored)
+    for key, default in defaults.items():
+        if key not in filled:
+            filled[key] = default
+        elif isinstance(default, dict) and isinstance(filled[key], dict):
+            filled[key] = _with_defaults(filled[key], default)
+    return filled
 
 
 @dataclass
@@ -248,19 +277,20 @@ def _outcome(request: dict[str, Any]) -> dict[str, Any]:
     ``batch_size`` is per process: how many processes share a step is checked on the global
     batch instead (:func:`_check_same_global_batch`).
     """
-    # Fields added to TrainConfig later are absent from older checkpoints: take their
-    # defaults, so that such a checkpoint still resumes (its run had them).
-    defaults = {name: field.default for name, field in TrainConfig.model_fields.items()
-                if not field.is_required()}
-    train = {key: value for key, value in {**defaults, **request.get("train", {})}.items()
+    if "train" not in request:
+        return request
+    train = {key: value for key, value in request["train"].items()
              if key not in RUN_CONTROL_FIELDS | {"batch_size"}}
-    return {**request, "train": train} if "train" in request else request
+    return {**request, "train": train}
 
 
 def _check_same_run(checkpoint: Checkpoint, run: RunRecord) -> None:
     """Resuming under another request would silently mix two runs: refuse it."""
-    stored = _outcome(checkpoint.train_config.get("request", {}))
-    wanted = _outcome(run.request)
+    # Fields added to a request type later are absent from older checkpoints: their runs had
+    # the defaults, so such a checkpoint still resumes when the field is left at its default.
+    stored = _outcome(_with_defaults(checkpoint.train_config.get("request", {}),
+                                     run.request_defaults))
+    wanted = _outcome(_with_defaults(run.request, run.request_defaults))
     if checkpoint.kind != run.kind or stored != wanted:
         keys = sorted(set(stored) | set(wanted))
         differing = [key for key in keys if stored.get(key) != wanted.get(key)]

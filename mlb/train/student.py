@@ -21,7 +21,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mlb.data.augment import strong_preset, weak_preset
-from mlb.data.trimap import DEFAULT_KERNEL_RANGE
 from mlb.labels.dataset import LabelSetDataset
 from mlb.labels.metadata import LabelVersionMetadata
 from mlb.labels.store import LabelStore
@@ -38,7 +37,7 @@ from mlb.train.config import (
 from mlb.train.ddc import TrimapDataset, ddc_loss_terms
 from mlb.train.distributed import joins_process_group
 from mlb.train.lineage import run_lineage
-from mlb.train.loop import Batch, RunRecord, fit, initial_model
+from mlb.train.loop import Batch, RunRecord, field_defaults, fit, initial_model
 
 __all__ = [
     "student_dataset",
@@ -101,7 +100,7 @@ def student_dataset(request: StudentRequest) -> Dataset:
     preset = (strong_preset if request.strong_augment else weak_preset)(request.augment)
     dataset = LabelSetDataset(request.store, request.labels, transform=preset)
     if request.ddc_weight > 0:
-        return TrimapDataset(dataset, kernel_range=DEFAULT_KERNEL_RANGE)
+        return TrimapDataset(dataset, kernel_range=request.trimap_kernel_range)
     return dataset
 
 
@@ -132,9 +131,9 @@ def train_student(
     lineage = run_lineage(init=request.init, store=request.store, version=version)
     run = RunRecord(out=Path(request.out), kind="student", model_config=request.model,
                     request=request.model_dump(mode="json"),
-                    lr=request.train.lr or DEFAULT_LR["student"],
-                    label_version=version.version_id,
+                    lr=request.train.lr or DEFAULT_LR["student"], label_version=version.version_id,
                     ema_momentum=student_ema_momentum(request, teacher_model),
+                    request_defaults=field_defaults(type(request)),
                     lineage=lineage)
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:

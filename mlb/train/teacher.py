@@ -25,7 +25,7 @@ from mlb.models import MattingOutput
 from mlb.train.config import DEFAULT_LR, TeacherRequest, TrainSummary
 from mlb.train.distributed import joins_process_group
 from mlb.train.lineage import run_lineage
-from mlb.train.loop import Batch, RunRecord, fit, initial_model
+from mlb.train.loop import Batch, RunRecord, field_defaults, fit, initial_model
 
 __all__ = [
     "composite_dataset",
@@ -68,15 +68,17 @@ def segmentation_dataset(images: str, masks: str, augment: AugmentConfig) -> Dat
     return SegmentationDataset(scan.samples, weak_preset(augment), skip_bad=True)
 
 
-def composite_dataset(matte: str, augment: AugmentConfig, *, seed: int) -> Dataset:
-    """Composites of ``matte/fg`` x ``matte/alpha`` over ``matte/bg``, weakly augmented.
+def composite_dataset(matte: str, augment: AugmentConfig, *, seed: int,
+                      photographic: bool = False) -> Dataset:
+    """Composites of ``matte/fg`` x ``matte/alpha`` over ``matte/bg``, weakly augmented
+    (``photographic``: made by ``photographic_composite``).
 
     Pairings change every epoch (``CompositeDataset.set_epoch``, called by the sampler).
     """
     root = Path(matte)
     scan = find_matte_samples(root / "fg", root / "alpha", root / "bg")
     return CompositeDataset(scan.samples, scan.backgrounds, weak_preset(augment), seed=seed,
-                            skip_bad=True)
+                            skip_bad=True, photographic=photographic)
 
 
 @joins_process_group
@@ -94,7 +96,8 @@ def train_teacher(
     of the stage that ran last: the fine-tuning one once the teacher is done.
     """
     # The matte corpus is scanned first: a bad folder fails now, not after pre-training.
-    dataset = composite_dataset(request.matte, request.augment, seed=request.train.seed)
+    dataset = composite_dataset(request.matte, request.augment, seed=request.train.seed,
+                                photographic=request.photographic_composites)
     model = initial_model(request)
     record = request.model_dump(mode="json")
     init = request.init  # what the fine-tuning starts from: after pre-training, its checkpoint
@@ -111,6 +114,7 @@ def train_teacher(
     run = RunRecord(out=Path(request.out), kind="teacher", model_config=request.model,
                     request=record, lr=request.train.lr or DEFAULT_LR["teacher"],
                     ema_momentum=request.train.ema_momentum,
+                    request_defaults=field_defaults(type(request)),
                     lineage=run_lineage(init=init))
 
     def loss_function(prediction: MattingOutput, batch: Batch) -> dict[str, Tensor]:
@@ -133,6 +137,7 @@ def _pretrain(model: torch.nn.Module, request: TeacherRequest, record: dict, *, 
     run = RunRecord(out=pretrain_path(request.out), kind="teacher-pretrain",
                     model_config=request.model, request=record,
                     lr=request.pretrain_lr or DEFAULT_LR["teacher-pretrain"],
+                    request_defaults=field_defaults(type(request)),
                     lineage=run_lineage(init=request.init))
     dataset = segmentation_dataset(request.pretrain_images, request.pretrain_masks,
                                    request.augment)

@@ -1,0 +1,138 @@
+"""Small controlled trials behind docs/science-notes.md (issue 15), rerunnable.
+
+    python -m mlb.experiments.science_trials seg --preset cpu --steps 300
+    python -m mlb.experiments.science_trials teacher --preset cpu --steps 300 [--photographic]
+    python -m mlb.experiments.science_trials ddc --preset cpu --steps 200 --window 11 \
+        --kernels 1 29 [--weight 10]
+    python -m mlb.experiments.science_trials trimaps --preset cpu
+
+All trials share one segmentation-only teacher (``seg``: mask pre-training with the preset's
+recipe, ``<work>/trial/base.pretrain.pt``) and the preset's built-in corpora, train one
+variant from it with ``--threads`` (default 1) and print its scores on the natural validation
+set (and, for teachers, on composite validation) as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlb.data.imageio import read_alpha, read_mask
+from mlb.data.trimap import erode_trimap
+from mlb.experiments.reproduce import PRESETS, ReproduceConfig, _score
+from mlb.experiments.reproduce_data import Corpora, ReproduceData, prepare_corpora
+from mlb.losses import LossConfig
+from mlb.train import DdcRequest, TeacherRequest, train_ddc, train_teacher
+from mlb.train.teacher import pretrain_path
+
+__all__ = ["ddc_trial", "seg_teacher", "teacher_trial", "trimap_errors"]
+
+
+def _data(config: ReproduceConfig) -> Corpora:
+    """The preset's built-in corpora (generated once under ``<work>/data``)."""
+    return prepare_corpora(ReproduceData(), config.built_in(), Path(config.work) / "data",
+                           composite_validation=True)
+
+
+def seg_teacher(config: ReproduceConfig, steps: int) -> Path:
+    """The shared segmentation-only teacher: ``steps`` of mask pre-training (resumable)."""
+    data = _data(config)
+    out = Path(config.work) / "trial" / "base.pt"
+    train_teacher(TeacherRequest(
+        matte=data.matte, pretrain_images=data.natural_images,
+        pretrain_masks=data.natural_masks, model=config.teacher_model, out=str(out),
+        pretrain_steps=steps, pretrain_lr=config.lr, train=config.train(1, 0),
+        augment=config.augment, loss=config.loss,
+    ), resume=True, progress=False, stop_at_step=steps)
+    return pretrain_path(out)
+
+
+def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool) -> dict:
+    """Fine-tune the shared teacher on composites (plain or photographic) for ``steps``."""
+    data = _data(config)
+    name = "photographic" if photographic else "plain"
+    checkpoint = Path(config.work) / "trial" / f"teacher-{name}-{steps}.pt"
+    train_teacher(TeacherRequest(
+        matte=data.matte, model=config.teacher_model, out=str(checkpoint),
+        init=str(pretrain_path(Path(config.work) / "trial" / "base.pt")),
+        train=config.train(steps, 0, lr=config.finetune_lr), augment=config.augment,
+        loss=config.loss, photographic_composites=photographic,
+    ), resume=True, progress=False)
+    return {"natural": _score(config, data, checkpoint),
+            "composite": _score(config, data, checkpoint, domain="composite")}
+
+
+def ddc_trial(config: ReproduceConfig, steps: int, *, window: int, kernels: tuple[int, int],
+              weight: float) -> dict:
+    """DDC-only training from the shared teacher with one window / kernels / weight."""
+    data = _data(config)
+    name = f"ddc-w{window}-k{kernels[0]}-{kernels[1]}-x{weight:g}-{steps}"
+    checkpoint = Path(config.work) / "trial" / f"{name}.pt"
+    train_ddc(DdcRequest(
+        images=data.natural_images, masks=data.natural_masks,
+        model=config.teacher_model, out=str(checkpoint),
+        init=str(pretrain_path(Path(config.work) / "trial" / "base.pt")),
+        train=config.train(steps, 0), augment=config.augment, trimap_kernel_range=kernels,
+        loss=LossConfig(ddc_weight=weight, ddc_window=window, ddc_neighbours=window),
+    ), resume=True, progress=False)
+    return {"natural": _score(config, data, checkpoint)}
+
+
+def trimap_errors(config: ReproduceConfig, kernels: tuple[int, ...] = (1, 3, 5, 9, 15, 29),
+                  count: int = 64) -> dict[int, dict[str, float]]:
+    """Per kernel size: the share of unknown pixels, and of known pixels the true alpha
+    contradicts (``|alpha - trimap| > 0.5``), over the natural corpus's first ``count``."""
+    data = _data(config)
+    masks_dir, alphas_dir = Path(data.natural_masks), Path(data.natural_alphas or "")
+    stems = sorted(path.stem for path in masks_dir.iterdir())[:count]
+    masks = [read_mask(masks_dir / f"{stem}.png") for stem in stems]
+    alphas = [read_alpha(alphas_dir / f"{stem}.png") for stem in stems]
+    result = {}
+    for kernel in kernels:
+        unknown = wrong = known = total = 0
+        for mask, alpha in zip(masks, alphas, strict=True):
+            trimap = erode_trimap(mask, foreground_kernel=kernel, background_kernel=kernel)
+            is_known = trimap != 0.5
+            unknown += int((~is_known).sum())
+            total += trimap.size
+            known += int(is_known.sum())
+            wrong += int((np.abs(alpha - trimap) > 0.5)[is_known].sum())
+        result[kernel] = {"unknown": unknown / total, "wrong_known": wrong / max(known, 1)}
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mlb.experiments.science_trials")
+    parser.add_argument("trial", choices=["seg", "teacher", "ddc", "trimaps"])
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    parser.add_argument("--work", default=".mlb-work/science")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--photographic", action="store_true")
+    parser.add_argument("--window", type=int, default=11)
+    parser.add_argument("--kernels", type=int, nargs=2, default=(1, 29))
+    parser.add_argument("--weight", type=float, default=10.0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = PRESETS[args.preset].model_copy(update={"work": args.work})
+    started = time.perf_counter()
+    if args.trial == "seg":
+        result = {"natural": _score(config, _data(config), seg_teacher(config, args.steps))}
+    elif args.trial == "teacher":
+        result = teacher_trial(config, args.steps, photographic=args.photographic)
+    elif args.trial == "ddc":
+        result = ddc_trial(config, args.steps, window=args.window,
+                           kernels=tuple(args.kernels), weight=args.weight)
+    else:
+        result = trimap_errors(config)
+    print(json.dumps({"trial": args.trial, **vars(args), "result": result,
+                      "seconds": round(time.perf_counter() - started, 1)}))
+
+
+if __name__ == "__main__":
+    main()

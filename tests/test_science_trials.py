@@ -1,0 +1,56 @@
+"""The trial commands of docs/science-notes.md, at the tiny preset's size."""
+
+import json
+
+import pytest
+
+from mlb.cli import main as cli
+from mlb.data.trimap import kernel_range_for
+from mlb.ddc import window_for
+from mlb.experiments.reproduce import ReproduceConfig
+from mlb.experiments.science_trials import main
+
+
+def _run(capsys, *args):
+    main([*args])
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_every_trial_runs_and_prints_scores(tmp_path, capsys):
+    work = ["--preset", "tiny", "--work", str(tmp_path / "work"), "--steps", "2"]
+    seg = _run(capsys, "seg", *work)
+    assert set(seg["result"]["natural"]) >= {"mse", "mse_boundary"}
+    teacher = _run(capsys, "teacher", *work, "--photographic")
+    assert set(teacher["result"]) == {"natural", "composite"}
+    assert (tmp_path / "work" / "trial" / "teacher-photographic-2.pt").is_file()
+    ddc = _run(capsys, "ddc", *work, "--window", "3", "--kernels", "3", "4")
+    assert ddc["result"]["natural"]["mse"] >= 0
+    trimaps = _run(capsys, "trimaps", *work)
+    shares = trimaps["result"]
+    assert float(shares["29"]["unknown"]) >= float(shares["1"]["unknown"])
+
+
+@pytest.mark.parametrize("side, window, kernels", [
+    (96, 3, (3, 4)), (256, 5, (3, 12)), (512, 11, (3, 23)), (640, 13, (3, 29))])
+def test_ddc_settings_scale_with_the_image_side(side, window, kernels):
+    # The reference: 11x11 at 512 px crops, kernels 1-29 px at 640 px (at least 3 for masks).
+    assert window_for(side) == window
+    assert kernel_range_for(side) == kernels
+
+
+def test_the_cpu256_plan_is_the_sized_one(capsys):
+    # The preset's sizing (docs/science-notes.md section 3) multiplies these step counts.
+    assert cli(["reproduce", "paper", "--preset", "cpu256", "--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0 | teacher | teacher | unet_r18 | 400 |" in printed
+    assert "| 0 | oracle | oracle | unet_r18_w05 | 200 |" in printed
+    assert "42 runs, 6900 training steps." in printed
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"ddc_window": 4}, "ddc_window must be odd"),
+    ({"trimap_kernel_range": (5, 2)}, "1 <= low <= high"),
+])
+def test_bad_ddc_settings_fail_before_any_training(settings, message):
+    with pytest.raises(ValueError, match=message):
+        ReproduceConfig(**settings)
