@@ -30,7 +30,7 @@ from pydantic import PositiveInt
 
 from flows.events import emit_published
 from flows.paths import data_root
-from flows.runlog import artifact_key, flow_run_id, start_run, store_uri
+from flows.runlog import artifact_key, flow_run_id, start_run
 from flows.runners import (
     DaskConfig,
     RetryPolicy,
@@ -45,6 +45,7 @@ from flows.runners import (
 from mlb.labels.preview import preview_version
 from mlb.labels.relabel import prepare_relabel, publish_relabel, relabel_shards, with_scan_of
 from mlb.labels.request import RelabelPlan, RelabelRequest, RelabelSummary, ShardStats
+from mlb.labels.store import store_uri
 
 PREVIEW_ROWS = 4
 PREVIEW_HEIGHT = 96  # px per tile
@@ -116,7 +117,7 @@ def relabel(request: RelabelRequest, dask: DaskConfig = DaskConfig(),  # noqa: B
     create_markdown_artifact(key=artifact_key("relabel-preview", summary.version_id),
                              markdown=preview_markdown(summary.version_id, png, request.store),
                              description=f"first samples of {summary.version_id}")
-    if plan.already_published:
+    if summary.already_published:  # before this run, or by a concurrent one
         log.info("no event: %s was published before this run", summary.version_id)
     else:
         event = emit_published(summary, store=str(Path(request.store).resolve())

@@ -7,14 +7,13 @@
   handler to that logger, so those lines appear in the run's log while it runs (what
   ``PREFECT_LOGGING_EXTRA_LOGGERS=mlb`` does, but without depending on how the process
   running the flow was started: ``serve``, a worker or an embedded run);
-- :func:`store_uri` and :func:`artifact_key` give absolute store URIs and per-run keys.
+- :func:`artifact_key` gives per-run artifact keys (store URIs: ``mlb.labels.store.store_uri``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import TypeVar
 
 from prefect.context import FlowRunContext, TaskRunContext
@@ -59,11 +58,6 @@ def start_run(request: Model) -> Model:
 def flow_run_id() -> str | None:
     context = FlowRunContext.get()
     return str(context.flow_run.id) if context and context.flow_run else None
-
-
-def store_uri(store: str) -> str:
-    """An absolute URI for a store path (``file:///...``); URLs are kept as they are."""
-    return store if "://" in store else Path(store).resolve().as_uri()
 
 
 def artifact_key(*parts: str) -> str:

@@ -97,6 +97,11 @@ def submit(name: str, overrides: dict[str, Any], *, wait: bool = False,
             raise ValueError(f"no deployment {full} on {PREFECT_API_URL.value()}; known: "
                              f"{', '.join(known) or 'none (is mlb-flows serve running?)'}"
                              ) from None
+        known = set((deployment.parameter_openapi_schema or {}).get("properties", {}))
+        unknown = sorted(set(overrides) - known) if known else []
+        if unknown:  # the server stores any top-level key; the run would crash on it
+            raise ValueError(f"{full} has no parameter {unknown[0]!r}; its parameters: "
+                             f"{', '.join(sorted(known))}")
         parameters = with_overrides(deployment.parameters or {}, overrides)
         try:
             run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)

@@ -15,6 +15,7 @@ streamed to the run's log; a failed rank fails the run with that rank's error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,9 +24,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from flows.runlog import artifact_key, start_run, store_uri
+from flows.runlog import artifact_key, start_run
 from flows.runners import retry_condition
 from mlb import train as recipes
+from mlb.labels.store import store_uri
 from mlb.train import DdcRequest, StudentRequest, TeacherRequest, TrainSummary
 from mlb.train.launch import LaunchConfig, Recipe, launch_training
 
@@ -67,7 +69,7 @@ def fit_ddc(request: DdcRequest, resume: bool, overwrite: bool,
 def train_teacher(request: TeacherRequest, resume: bool = True, overwrite: bool = False,
                   launch: LaunchConfig = LaunchConfig()) -> TrainSummary:  # noqa: B008
     """MLB step 1: (pre-train on masks, then) fine-tune the teacher on composites."""
-    request = _start(request, f"teacher on {request.matte}")
+    request = _start(request, lambda r: f"teacher on {r.matte}")
     return _report(fit_teacher(request, resume, overwrite, launch))
 
 
@@ -76,8 +78,8 @@ def train_student(request: StudentRequest, resume: bool = True, overwrite: bool 
                   launch: LaunchConfig = LaunchConfig()) -> TrainSummary:  # noqa: B008
     """MLB step 2: the student learns from ``request.labels`` (a version id or ``latest``,
     resolved once and recorded in the checkpoint)."""
-    request = _start(request, f"student on label version {request.labels!r} of "
-                     f"{store_uri(request.store)}")
+    request = _start(request, lambda r: f"student on label version {r.labels!r} of "
+                                        f"{store_uri(r.store)}")
     return _report(fit_student(request, resume, overwrite, launch))
 
 
@@ -85,13 +87,15 @@ def train_student(request: StudentRequest, resume: bool = True, overwrite: bool 
 def train_ddc(request: DdcRequest, resume: bool = True, overwrite: bool = False,
               launch: LaunchConfig = LaunchConfig()) -> TrainSummary:  # noqa: B008
     """Matting without alpha labels: known loss + DDC on trimaps from coarse masks."""
-    request = _start(request, f"DDC on {request.images}")
+    request = _start(request, lambda r: f"DDC on {r.images}")
     return _report(fit_ddc(request, resume, overwrite, launch))
 
 
-def _start(request: Request, what: str) -> Request:
+def _start(request: Request, what: Callable[[Request], str]) -> Request:
+    """Resolve the request's paths against the data root, then log what is trained (from
+    the resolved request: a relative store names the data root's, not this process's)."""
     request = start_run(request)
-    get_run_logger().info("training %s: %s, %d steps, batch %d -> %s", what,
+    get_run_logger().info("training %s: %s, %d steps, batch %d -> %s", what(request),
                           request.model.name, request.train.steps, request.train.batch_size,
                           request.out)
     return request

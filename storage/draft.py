@@ -146,11 +146,19 @@ class DraftVersion:
         shards whose stored bytes do not match their markers. Publishing a published version
         does nothing and returns it.
         """
+        return self.publish_once(progress=progress)[0]
+
+    def publish_once(self, *, progress: Progress | None = None) -> tuple[LabelVersion, bool]:
+        """:meth:`publish`, and whether this call is the one that published the version
+        (decided under the version's lock: of two concurrent publishers exactly one gets
+        True, so a "published" notice goes out once)."""
         root = self.store.root
         if self._finished():  # nothing to write: also works on a read-only store
-            return self.store.open_version(self.version_id)
+            return self.store.open_version(self.version_id), False
+        wrote = False
         with self.store.lock(self.version_id):
             if not self.published:
+                wrote = True
                 markers = self._committed_markers()
                 self._check_stored(markers, progress)
                 for shard in range(self.shard_count):
@@ -173,7 +181,7 @@ class DraftVersion:
                 events["published_at"] = now_iso()
                 root.write_json(version_document(self.version_id, "events.json"), events)
         self.store.drop_locks(self.version_id)
-        return self.store.open_version(self.version_id)
+        return self.store.open_version(self.version_id), wrote
 
     def _finished(self) -> bool:
         """Published, ``latest`` moved for it, and both pointers still sound."""

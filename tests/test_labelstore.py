@@ -481,6 +481,31 @@ def test_two_concurrent_runs_share_the_work(writer, reference, tmp_path):
     assert LabelStore(store).verify(reference_run["version"]).ok
 
 
+def _publish_in_child(root, version_id, barrier, queue):
+    barrier.wait()
+    queue.put(LabelStore(root).draft(version_id).publish_once()[1])
+
+
+def test_of_two_concurrent_publishers_exactly_one_published_the_version(tmp_path):
+    """The flow emits its "published" event from this answer: once per version."""
+    store = LabelStore(tmp_path)
+    draft = _draft(store, _manifest(9))
+    _write_all(draft)
+    context = multiprocessing.get_context("fork")
+    barrier, queue = context.Barrier(2), context.Queue()
+    children = [context.Process(target=_publish_in_child,
+                                args=(str(tmp_path), draft.version_id, barrier, queue))
+                for _ in range(2)]
+    for child in children:
+        child.start()
+    answers = sorted(queue.get(timeout=60) for _ in children)
+    for child in children:
+        child.join(timeout=60)
+    assert answers == [False, True]
+    assert store.draft(draft.version_id).publish_once()[1] is False  # a later rerun: False
+    assert store.verify(draft.version_id).ok
+
+
 HOLDER = r'''
 import sys, time
 from storage.locking import file_lock

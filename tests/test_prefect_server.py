@@ -415,6 +415,10 @@ class TestServed:
                             cwd=VALUES["elsewhere"], check=False)
         assert done.returncode == 2 and "batch_size" in done.stderr, done
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        done = served.shell("mlb-flows run relabel --param bogus=1",
+                            cwd=VALUES["elsewhere"], check=False)
+        assert done.returncode == 2 and "no parameter 'bogus'" in done.stderr, done
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         done = served.shell("mlb-flows run relabl", cwd=VALUES["elsewhere"], check=False)
         assert done.returncode == 2 and "relabl/relabl" in done.stderr, done
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -402,3 +402,14 @@ def test_loss_curve_png(tmp_path):
         assert image.format == "PNG"
     np.testing.assert_allclose(moving_average([1.0, 3.0, 5.0, 7.0], window=2), [1, 2, 4, 6])
     assert curve_path(tmp_path / "runs" / "student.pt") == tmp_path / "runs/student.loss.png"
+
+
+def test_a_student_on_a_store_that_does_not_exist_is_refused_and_creates_nothing(tmp_path):
+    """A mistyped or forged store path (e.g. from an event) must not become a new store."""
+    missing = tmp_path / "no" / "labels"
+    request = StudentRequest(store=str(missing), labels="v-1234567890abcdef", model=MODEL,
+                             out=str(tmp_path / "s.pt"), train=tiny_train(1),
+                             augment=TINY_AUGMENT)
+    with pytest.raises(FileNotFoundError, match="no label store at"):
+        train_student(request, progress=False)
+    assert not (tmp_path / "no").exists()

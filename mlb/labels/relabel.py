@@ -258,10 +258,10 @@ def relabel_shards(request: RelabelRequest, *, version_id: str, shards: Sequence
 def publish_relabel(request: RelabelRequest, *, version_id: str) -> RelabelSummary:
     """Verify every shard and publish ``version_id`` (moves ``latest``); idempotent."""
     store = LabelStore(request.store)
-    draft = store.draft(version_id)
-    already = draft.published
-    version = draft.publish()
-    return summarize(version, store=request.store, already_published=already)
+    version, published_now = store.draft(version_id).publish_once()
+    # Decided under the version's lock: of two runs publishing the same version at once,
+    # exactly one reports it as newly published (and the flow emits one event).
+    return summarize(version, store=request.store, already_published=not published_now)
 
 
 def summarize(version: LabelVersion, *, store: str, **extra: Any) -> RelabelSummary:

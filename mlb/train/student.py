@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from mlb.data.augment import strong_preset, weak_preset
 from mlb.labels.dataset import LabelSetDataset
 from mlb.labels.metadata import LabelVersionMetadata
-from mlb.labels.store import LabelStore
+from mlb.labels.store import existing_store
 from mlb.losses import LossConfig, matting_loss
 from mlb.losses import boundary_target as label_band
 from mlb.models import MattingOutput
@@ -123,7 +123,7 @@ def train_student(
     ``request.labels = "latest"`` is resolved once, here: the checkpoint records the actual
     version id (``label_version``), and a resumed run must find the same one.
     """
-    version = LabelStore(request.store).open_version(request.labels)
+    version = existing_store(request.store).open_version(request.labels)
     request = request.model_copy(update={"labels": version.version_id})
     dataset = student_dataset(request)
     model = initial_model(request)
