@@ -517,6 +517,34 @@ def test_library_log_lines_reach_the_run_log():
     pytest.fail(f"the mlb logger's line is not in the run log: {logs}")
 
 
+def test_training_progress_reaches_the_run_log_while_it_runs(corpus, tmp_path):
+    """The training loop's every-log_every-steps line (logger mlb.train) in Prefect."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from mlb.data.augment import AugmentConfig
+    from mlb.train import DdcRequest, TrainConfig
+
+    request = DdcRequest(
+        images=str(corpus["images"]), masks=str(corpus["masks"]), model="unet_r18_w05",
+        out=str(tmp_path / "ddc.pt"), augment=AugmentConfig(short_side=32, crop_sizes=(32,),
+                                                              output_size=32),
+        train=TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, device="cpu",
+                          checkpoint_every=0, log_every=1))
+    state = training.train_ddc(request, return_state=True)
+    assert state.is_completed(), state
+    flow_run_id = state.state_details.flow_run_id
+    messages: list[str] = []
+    with get_client(sync_client=True) as client:
+        for _ in range(30):  # logs are sent in batches
+            messages = [log.message for log in client.read_logs(log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+            if sum("ddc step " in message for message in messages) >= 2:
+                break
+            time.sleep(1)
+    steps = [m for m in messages if "ddc step " in m]
+    assert [m.split("ddc step ")[1].split(":")[0] for m in steps] == ["1/2", "2/2"], messages
+
+
 def test_models_are_named_in_the_flow_parameter_schema():
     from prefect.utilities.callables import parameter_schema
     from prefect.utilities.schema_tools import validate
