@@ -88,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
     run = submit(args.name, parse_overrides(args.param), wait=args.wait, timeout=args.timeout)
     print(f"flow run {run.name} ({run.id}) of {run.deployment}: {run.state}")
     print(run.url)
+    if run.message and run.state != "COMPLETED":
+        print(f"{run.state}: {run.message}", file=sys.stderr)
     return 0 if not args.wait or run.state == "COMPLETED" else 1
 
 
@@ -104,7 +106,12 @@ def _list(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:  # e.g. `mlb-flows run ... | head -1`: the reader has gone
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (no flush error at exit)
+        return 0
     except httpx.TransportError as error:
         print(f"mlb-flows {args.command}: error: cannot reach the Prefect API at "
               f"{PREFECT_API_URL.value()} ({error}); start the server or set PREFECT_API_URL",

@@ -28,6 +28,8 @@ class SubmittedRun:
     deployment: str
     state: str
     url: str
+    message: str = ""
+    """The final state's message (why a run failed or was cancelled), when waited for."""
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -117,5 +119,6 @@ def submit(name: str, overrides: dict[str, Any], *, wait: bool = False,
             time.sleep(POLL_S)
             run = client.read_flow_run(run.id)
     state = run.state.type.value if run.state else "UNKNOWN"
+    message = (run.state.message or "") if run.state and run.state.is_final() else ""
     return SubmittedRun(id=str(run.id), name=run.name, deployment=full, state=state,
-                        url=run_url(str(run.id)))
+                        url=run_url(str(run.id)), message=message)

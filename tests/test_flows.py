@@ -15,6 +15,8 @@ import logging
 import math
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -582,3 +584,13 @@ def test_run_names_an_unreachable_server_in_one_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("mlb-flows run: error: cannot reach the Prefect API at "
                           "http://127.0.0.1:1/api") and len(err.strip().splitlines()) == 1
+
+
+def test_mlb_flows_output_into_a_closed_pipe_is_not_a_traceback():
+    """``mlb-flows deployments | head -1``: the reader may leave before anything is written."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "deployments"], stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
