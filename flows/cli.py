@@ -76,10 +76,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from flows.deploy import serve_deployments
+    from flows.deploy import TAKEOVER, serve_deployments
 
-    serve_deployments(args.file, limit=args.limit, only=tuple(args.only))
-    return 0
+    reason = serve_deployments(args.file, limit=args.limit, only=tuple(args.only))
+    return 2 if reason.startswith(TAKEOVER) else 0
 
 
 def _run(args: argparse.Namespace) -> int:

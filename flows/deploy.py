@@ -8,8 +8,10 @@ the two ways of running cannot drift apart.
 Every deployment is named after its flow: ``prefect deployment run relabel/relabel``.
 
 Served and work-pool deployments share those names, so neither may silently take the other
-over: ``serve`` refuses a name registered for a work pool, and ``prefect deploy`` (through
-the build step :func:`refuse_served_takeover` in prefect.yaml) refuses a name that is served.
+over: ``serve`` refuses a name registered for a work pool, ``prefect deploy`` (through
+the build step :func:`refuse_served_takeover` in prefect.yaml) refuses a name that is served,
+and a ``prefect deploy`` that bypasses that step (another project file) makes ``serve`` stop
+with an error naming the deployment (:func:`_watch_takeover`, checked every poll interval).
 
 Stopping ``serve`` (SIGTERM, or Ctrl-C / SIGINT) cancels its in-flight runs (state
 CANCELLED, message naming the signal) and pauses every deployment it served; serving again
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import yaml
 from prefect import Flow
 from prefect.client.orchestration import PrefectClient, get_client
@@ -41,6 +44,7 @@ from prefect.events import DeploymentTriggerTypes
 from prefect.exceptions import ObjectNotFound
 from prefect.runner import Runner
 from prefect.schedules import Cron, Interval, Schedule
+from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY
 from prefect.states import Cancelled
 from pydantic import TypeAdapter
 
@@ -191,6 +195,34 @@ class _StoppableRunner(Runner):
         self.loop.call_soon_threadsafe(self.stop_requested.set)
 
 
+TAKEOVER = "the takeover of"  # how a stop caused by a work pool's takeover is named
+
+
+async def _watch_takeover(runner: _StoppableRunner, served: dict[UUID, str],
+                          taken: set[UUID]) -> None:
+    """Stop ``serve`` loudly when one of its deployments is registered for a work pool
+    meanwhile (a ``prefect deploy`` that the build-step guard did not cover, e.g. run with
+    another project file): the pool's workers and ``serve`` would compete for its runs."""
+    every = max(1.0, float(PREFECT_RUNNER_POLL_FREQUENCY.value()))
+    async with get_client() as client:
+        while not runner.stop_requested.is_set():
+            await asyncio.sleep(every)
+            for deployment_id, name in served.items():
+                try:
+                    deployment = await client.read_deployment(deployment_id)
+                except (ObjectNotFound, httpx.HTTPError):
+                    continue  # deleted, or the API is briefly away: checked again next time
+                if deployment.work_pool_name:
+                    taken.add(deployment_id)
+                    print(f"mlb-flows serve: error: deployment {name} was registered for work "
+                          f"pool {deployment.work_pool_name!r} while served; stopping serve so "
+                          "that it and the pool's workers do not compete for its runs",
+                          file=sys.stderr, flush=True)
+                    runner.request_stop(f"{TAKEOVER} {name} by work pool "
+                                        f"{deployment.work_pool_name!r}")
+                    return
+
+
 async def _serve(specs: list[DeploymentSpec], *, limit: int | None) -> str:
     """Serve until SIGTERM/SIGINT; then cancel in-flight runs and pause every deployment.
 
@@ -204,6 +236,10 @@ async def _serve(specs: list[DeploymentSpec], *, limit: int | None) -> str:
     ids: list[UUID] = [await runner.add_deployment(deployment) for deployment in deployments]
     print(f"serving {len(ids)} deployments: "
           f"{', '.join(f'{d.flow_name}/{d.name}' for d in deployments)}", flush=True)
+    taken: set[UUID] = set()
+    watch = asyncio.create_task(_watch_takeover(
+        runner, {i: f"{d.flow_name}/{d.name}" for i, d in zip(ids, deployments, strict=True)},
+        taken))
     started = asyncio.create_task(runner.start())
     stop = asyncio.create_task(runner.stop_requested.wait())
     await asyncio.wait({started, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -214,12 +250,14 @@ async def _serve(specs: list[DeploymentSpec], *, limit: int | None) -> str:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(started, timeout=60)
     stop.cancel()
+    watch.cancel()
+    kept = [deployment_id for deployment_id in ids if deployment_id not in taken]
     async with get_client() as client:
         await _finish_runs(client, in_flight, reason)
-        for deployment_id in ids:
+        for deployment_id in kept:  # a pool's deployment is the pool's to pause
             await client.pause_deployment(deployment_id)
     print(f"stopped by {reason}: {len(in_flight)} in-flight run(s) cancelled, "
-          f"{len(ids)} deployments paused", flush=True)
+          f"{len(kept)} deployments paused", flush=True)
     return reason
 
 

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -575,6 +576,28 @@ class TestWorkPool:
         assert ("prefect deploy: error: deployment relabel/relabel is served by `mlb-flows "
                 "serve`") in done.stderr + done.stdout, done
         assert _deployment(prefect_server, "relabel")["work_pool_name"] is None
+
+    def test_a_deploy_that_bypasses_the_guard_stops_serve_loudly(self, prefect_server,
+                                                                 tmp_path):
+        """Outside the checkout (no project file, no build step) `prefect deploy` moves a
+        served deployment to the pool; serve must notice and stop, not compete."""
+        process = start_serve(prefect_server, cwd=tmp_path, log=tmp_path / "serve.log")
+        other = tmp_path / "other"
+        shutil.copytree(PROJECT_ROOT / "flows", other / "flows")
+        try:
+            prefect_server.shell("prefect --no-prompt deploy flows/evaluate.py:evaluate "
+                                 "--name evaluate --pool mlb", cwd=other, timeout_s=300)
+            prefect_server.wait_for("serve to stop on the takeover",
+                                    lambda: process.poll() is not None, timeout_s=120)
+        finally:
+            _stop(process, sig=signal.SIGTERM, timeout_s=60)
+        log = (tmp_path / "serve.log").read_text()
+        assert process.returncode == 2, log
+        assert ("mlb-flows serve: error: deployment evaluate/evaluate was registered for work "
+                "pool 'mlb' while served") in log, log
+        assert _deployment(prefect_server, "evaluate")["work_pool_name"] == "mlb"
+        assert _deployment(prefect_server, "evaluate")["paused"] is False  # the pool's now
+        assert _deployment(prefect_server, "relabel")["paused"] is True
 
     def test_a_worker_runs_the_pool_deployments_from_the_checkout(self, prefect_server,
                                                                   tmp_path):
