@@ -100,7 +100,8 @@ def submit(name: str, overrides: dict[str, Any], *, wait: bool = False,
                              f"{', '.join(known) or 'none (is mlb-flows serve running?)'}"
                              ) from None
         known = set((deployment.parameter_openapi_schema or {}).get("properties", {}))
-        unknown = sorted(set(overrides) - known) if known else []
+        given = {key.split(".", 1)[0] for key in overrides}  # "request.config.x" -> request
+        unknown = sorted(given - known) if known else []
         if unknown:  # the server stores any top-level key; the run would crash on it
             raise ValueError(f"{full} has no parameter {unknown[0]!r}; its parameters: "
                              f"{', '.join(sorted(known))}")

@@ -106,8 +106,10 @@ def test_cli_refuses_bad_arguments_in_one_line(tmp_path, capsys):
     bad.write_text('{"rows": 3}')
     assert main(["bench", "--preset", "tiny", "--full-report", str(bad), "--quiet"]) == 2
     assert "is not an mlb bench report" in capsys.readouterr().err
-    assert main(["bench", "--preset", "tiny", "--threads", "0", "--quiet"]) == 2
-    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # --threads is checked by the parser now
+        main(["bench", "--preset", "tiny", "--threads", "0", "--quiet"])
+    assert stopped.value.code == 2
+    assert "argument --threads: expected a positive integer, got '0'" in capsys.readouterr().err
 
 
 def test_markdown_shows_each_verdict_and_why():
