@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from relabel_corpus import make_corpus, make_teacher
-from tiny_data import TINY_TRAIN_FLAGS, write_untrained_checkpoint
+from relabel_corpus import make_corpus, make_teacher, start_cli
+from tiny_data import TINY_TRAIN_FLAGS, write_tiny_corpus, write_untrained_checkpoint
 
 from mlb.cli import main
 from mlb.data.imageio import write_png
@@ -309,6 +311,10 @@ def test_everyday_mistakes_are_one_line_errors(inputs, tmp_path, capsys):
           str(tmp_path / "p")], "predict", "not a checkpoint"),
         (["train", "teacher", "--matte", str(inputs["root"]), "--steps", "1", "--out",
           str(folder), "--init", str(model), *TINY_TRAIN_FLAGS], "train", "folder"),
+        # a setting out of range: the config and field, the rule and the value, nothing of
+        # pydantic's input dump or documentation link
+        (_relabel_args(inputs, tmp_path / "s3", "--band-px", "-4"), "relabel",
+         "BlendConfig.band_px: input should be greater than or equal to 1, got -4"),
     ]
     for arguments, command, expected in cases:
         capsys.readouterr()
@@ -316,7 +322,26 @@ def test_everyday_mistakes_are_one_line_errors(inputs, tmp_path, capsys):
         line = _one_error(capsys.readouterr().err, command)
         assert expected in line, (arguments, line)
         assert "weights_only=False" not in line and "will likely succeed" not in line
+        assert "errors.pydantic.dev" not in line and "input_value" not in line
     assert not (tmp_path / "mistyped").exists()
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    corpus = write_tiny_corpus(tmp_path / "data", count=2)
+    out = tmp_path / "teacher.pt"
+    process = start_cli(["train", "teacher", "--matte", str(corpus.matte), "--steps", "500",
+                         "--out", str(out), "--checkpoint-every", "1", *TINY_TRAIN_FLAGS])
+    partial = out.with_name(out.name + ".partial")
+    deadline = time.monotonic() + 120
+    while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert partial.exists(), process.communicate()
+    process.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1] == "mlb train: interrupted"
+    assert partial.exists()  # the resume point of the same command
 
 
 def test_dangling_and_looping_links_are_named(inputs, tmp_path, capsys):

@@ -89,6 +89,42 @@ def test_a_rerun_reuses_finished_work_and_scores_the_same(paper_run, capsys):
     assert second["per_seed"] == first["per_seed"]
 
 
+def test_rows_picks_rows_with_what_they_start_from_and_reuses_finished_work(paper_run):
+    work, _ = paper_run
+    first = json.loads((work / "report.json").read_text())
+    checkpoints = {p: p.stat().st_mtime_ns for p in (work / "run").rglob("*.pt")}
+    assert main(["reproduce", "paper", "--preset", "tiny", "--work", str(work / "run"),
+                 "--rows", "modnet_mlb", "--json", str(work / "rows.json"),
+                 "--markdown", str(work / "rows.md"), "--quiet"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (work / "run").rglob("*.pt")} == checkpoints
+    report = json.loads((work / "rows.json").read_text())
+    # the row asked for, the MODNet teacher it starts from, both teachers, the masks
+    wanted = {"seg_teacher", "teacher", "coarse_mask", "modnet_teacher", "modnet_mlb"}
+    assert set(report["rows"]) == set(report["per_seed"]["0"]) == wanted
+    assert {row: report["per_seed"]["0"][row] for row in wanted} == {
+        row: first["per_seed"]["0"][row] for row in wanted}
+    # the label table keeps the rows that ran: the round-1 soft labels MODNet learned from
+    assert set(report["labels_per_seed"]["0"]) == {"coarse_mask", "teacher", "soft_r1"}
+    assert report["target_met"] is None  # no MLB row: no verdict
+    assert "--rows modnet_mlb" in (work / "rows.md").read_text()
+
+
+def test_rows_are_checked_against_the_preset_and_shape_the_plan(capsys):
+    assert main(["reproduce", "paper", "--preset", "cpu", "--plan",
+                 "--rows", "oracle,modnet_mlb"]) == 0
+    planned = {line.split(" | ")[1] for line in capsys.readouterr().out.splitlines()
+               if line.startswith("| 0 |")}
+    assert planned == {"seg_teacher", "teacher", "oracle", "modnet_teacher", "modnet_mlb"}
+    config = PRESETS["cpu256"].model_copy(update={"rows": ("no_ema",)})
+    assert {run.row for run in plan(config)} == {"seg_teacher", "teacher", "student-init",
+                                                 "no_ema"}
+    assert main(["reproduce", "paper", "--preset", "cpu256", "--plan",
+                 "--rows", "modnet_mlb"]) == 2  # cpu256 trains no MODNet
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "unknown row(s) 'modnet_mlb'; the rows of this preset are seg_teacher" in err
+
+
 def test_domain_gap_scores_both_domains(paper_run):
     work, _ = paper_run
     assert main(["reproduce", "domain-gap", "--preset", "tiny", "--work", str(work / "run"),

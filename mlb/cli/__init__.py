@@ -72,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = record_failure(message)
         print(f"mlb {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's decision, not a fault: one line, the shell's code for SIGINT.
+        # What was finished before it (periodic checkpoints, committed label shards) stays;
+        # the same command resumes from there.
+        print(f"\nmlb {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -111,6 +111,9 @@ BOUND_ROWS: dict[str, str] = {
     "oracle": "oracle: trained on the natural corpus's true alpha",
     "coarse_mask": "coarse masks (as the prediction)",
 }
+# Rows trained and scored whatever ``ReproduceConfig.rows`` asks for: every other row starts
+# from the teachers, and the masks cost nothing to score.
+ALWAYS_ROWS = ("seg_teacher", "teacher", "coarse_mask")
 # Row labels when teacher and student differ: the second round is a plain relabel.
 RELABEL_ROUND_LABELS: dict[str, str] = {
     "mlb": "MLB student (soft blend, relabel round)",
@@ -125,7 +128,7 @@ COLUMNS: dict[str, str] = {
 # The label-quality table. Blended rows: row -> (student row whose label versions it reads,
 # round index); the coarse masks come with the first blended row's score.
 BLENDED_ROWS: dict[str, tuple[str, int]] = {
-    "soft_r1": ("mlb", 0),
+    "soft_r1": ("soft_r1", 0),
     "hard_r1": ("hard", 0),
     "soft_r2": ("mlb", 1),
 }
@@ -228,6 +231,11 @@ class ReproduceConfig(FrozenConfig):
     ema_momentum: float = Field(0.99, gt=0, lt=1)
     """Per-step momentum. 0.999 suits the paper's 20K steps; a few hundred steps need less
     inertia for the EMA to move away from its initial weights at all."""
+    rows: tuple[str, ...] | None = Field(None, min_length=1)
+    """Only these rows of the main table, with the rows they are built from (None: every
+    row). Both teachers always train, since every row starts from them, and the coarse-mask
+    row costs nothing; ``("modnet_mlb",)`` adds the teacher's round-1 labels and both MODNet
+    rows. ``mlb reproduce paper --rows`` sets it."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Where relabelling and evaluation run; training takes CUDA whenever there is one
     (``TrainConfig.device`` "auto"). "cuda" also makes the run refuse to start without a
@@ -241,7 +249,20 @@ class ReproduceConfig(FrozenConfig):
         if not 1 <= low <= high:
             raise ValueError(f"trimap_kernel_range must satisfy 1 <= low <= high, got "
                              f"{self.trimap_kernel_range}")
+        known = paper_rows(self.model_copy(update={"rows": None})) if self.rows else {}
+        unknown = [row for row in self.rows or () if row not in known]
+        if unknown:
+            raise ValueError(f"unknown row(s) {', '.join(map(repr, unknown))}; the rows of "
+                             f"this preset are {', '.join(known)}")
         return self
+
+    def wants(self, row: str) -> bool:
+        """Whether ``row`` is trained and scored: asked for, or built on by a row asked for
+        (both teachers and the coarse masks always are)."""
+        if self.rows is None or row in ALWAYS_ROWS or row in self.rows:
+            return True
+        return any(row == f"{name}_teacher" and f"{name}_mlb" in self.rows
+                   for name in self.networks)
 
     @property
     def same_architecture(self) -> bool:
@@ -384,7 +405,14 @@ def paper_rows(config: ReproduceConfig, *, oracle: bool = True, coarse_masks: bo
         rows.update(RELABEL_ROUND_LABELS)
     present = {"oracle": oracle, "coarse_mask": coarse_masks}
     rows.update({row: label for row, label in BOUND_ROWS.items() if present[row]})
-    return {**rows, **network_rows(config)}
+    return {row: label for row, label in {**rows, **network_rows(config)}.items()
+            if config.wants(row)}
+
+
+def network_names(config: ReproduceConfig) -> tuple[str, ...]:
+    """The other networks whose rows the config wants."""
+    return tuple(name for name in config.networks
+                 if config.wants(f"{name}_teacher") or config.wants(f"{name}_mlb"))
 
 
 def _label_rows(config: ReproduceConfig) -> dict[str, str]:
@@ -392,14 +420,21 @@ def _label_rows(config: ReproduceConfig) -> dict[str, str]:
 
 
 def student_variants(config: ReproduceConfig) -> dict[str, dict]:
-    """Student rows and how each differs from the MLB row (``_mlb_student``'s options)."""
-    return {
+    """Student rows to train and how each differs from the MLB row (``_mlb_student``'s
+    options)."""
+    variants: dict[str, dict] = {
         "mlb": {},
         "hard": {"mode": "hard"},
         "no_ema": {"rounds": 1},
         "weak_aug": {"strong": False},
         "mlb_ddc": {"ddc_weight": config.ddc_weight},
     }
+    return {row: options for row, options in variants.items() if config.wants(row)}
+
+
+def _needs_student_init(config: ReproduceConfig, *, oracle: bool) -> bool:
+    """Whether a row starts from the students' own initialisation (student rows, oracle)."""
+    return bool(student_variants(config)) or (oracle and config.wants("oracle"))
 
 
 def plan(config: ReproduceConfig, *, oracle: bool = True) -> list[PlannedRun]:
@@ -422,7 +457,7 @@ def plan(config: ReproduceConfig, *, oracle: bool = True) -> list[PlannedRun]:
         add("teacher", "teacher", config.teacher_model, config.teacher_steps, fine,
             "seg_teacher")
         init = "teacher"
-        if not config.same_architecture:
+        if not config.same_architecture and _needs_student_init(config, oracle=oracle):
             init = "student-init"
             add(init, "teacher-pretrain", config.student_model, config.pretrain_steps, pre,
                 None)
@@ -433,11 +468,13 @@ def plan(config: ReproduceConfig, *, oracle: bool = True) -> list[PlannedRun]:
             for index in range(1, rounds):
                 add(f"{row} round {index + 1}", "student", config.student_model, steps,
                     student_lr, row)
-        add("ddc", "ddc", config.teacher_model, config.ddc_steps, student_lr, "seg_teacher")
-        if oracle:
+        if config.wants("ddc"):
+            add("ddc", "ddc", config.teacher_model, config.ddc_steps, student_lr,
+                "seg_teacher")
+        if oracle and config.wants("oracle"):
             add("oracle", "oracle", config.student_model, config.student_steps, student_lr,
                 init)
-        for name in config.networks:
+        for name in network_names(config):
             add(f"{name}_teacher", "teacher-pretrain", name, config.pretrain_steps, pre, None)
             add(f"{name}_teacher", "teacher", name, config.teacher_steps, fine,
                 f"{name}_teacher")
@@ -574,20 +611,27 @@ def _oracle(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
 
 def _seed_models(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
                  step: Step) -> tuple[dict[str, Path], dict[str, list[str]]]:
-    """Train every row's model for one seed; returns row key -> checkpoint, and student row
-    key -> the label version of each of its rounds."""
+    """Train the model of every row the config wants for one seed; returns row key ->
+    checkpoint, and student row key (and ``soft_r1``) -> the label version of each of its
+    rounds."""
     step("teachers")
     models = _teachers(config, data, out, seed)
     teacher = models["teacher"]
-    init = _student_init(config, data, out, seed, teacher)
-    versions: dict[str, list[str]] = {}
+    oracle = data.natural_alphas is not None and config.wants("oracle")
+    init = (_student_init(config, data, out, seed, teacher)
+            if _needs_student_init(config, oracle=oracle) else teacher)
+    # The teacher's round-1 soft labels: the MLB row's first round (the same version, so
+    # found again there), the other networks' students and the label table read them.
+    versions: dict[str, list[str]] = {
+        "soft_r1": [_relabel(config, data, out / "labels", teacher, mode="soft")]}
     for name, options in student_variants(config).items():
         step(name)
         models[name], versions[name] = _mlb_student(config, data, out, seed, teacher, init,
                                                     name=name, **options)
-    step("ddc")
-    models["ddc"] = _ddc_only(config, data, out, seed, models["seg_teacher"])
-    if data.natural_alphas is not None:
+    if config.wants("ddc"):
+        step("ddc")
+        models["ddc"] = _ddc_only(config, data, out, seed, models["seg_teacher"])
+    if oracle:
         step("oracle")
         models["oracle"] = _oracle(config, data, out, seed, init)
     return models, versions
@@ -605,6 +649,8 @@ def _label_quality(config: ReproduceConfig, data: Corpora, store: Path,
     quality: dict[str, dict[str, float | None]] = {
         "teacher": {key: teacher_scores.get(key) for key in COLUMNS}}
     for row, (name, round_index) in BLENDED_ROWS.items():
+        if len(versions.get(name, ())) <= round_index:
+            continue  # a row not asked for (``ReproduceConfig.rows``)
         score = score_label_version(store, versions[name][round_index], alphas,
                                     progress=False)
         quality[row] = {key: score.mean["blended_alpha"].get(key) for key in COLUMNS}
@@ -612,7 +658,7 @@ def _label_quality(config: ReproduceConfig, data: Corpora, store: Path,
                              for region, value in score.blend_weight.items()})
         quality.setdefault("coarse_mask", {key: score.mean["coarse_mask"].get(key)
                                            for key in COLUMNS})
-    return {row: quality[row] for row in LABEL_ROWS}
+    return {row: quality[row] for row in LABEL_ROWS if row in quality}
 
 
 def _score(config: ReproduceConfig, data: Corpora, checkpoint: Path, *,
@@ -708,6 +754,8 @@ NO_LABEL_TABLE = ("Labels not scored: the natural corpus was given without true 
 
 
 def _verdict(mean: Mapping) -> tuple[float | None, bool | None, bool | None]:
+    if "mlb" not in mean:  # not asked for (``ReproduceConfig.rows``)
+        return None, None, None
     mlb, teacher, seg = mean["mlb"], mean["teacher"], mean["seg_teacher"]
     if None in (mlb["mse"], teacher["mse"], mlb["mse_boundary"], seg["mse_boundary"]):
         return None, None, None
@@ -755,7 +803,9 @@ def reproduce(config: ReproduceConfig, data: ReproduceData | None = None, *,
     if corpora.validation_masks is not None:
         masks = _finite(score_masks(corpora.validation_images, corpora.validation_masks,
                                     corpora.validation_alphas))
-    trained = len(student_variants(config)) + 2 + has_alphas  # teachers, students, DDC, oracle
+    # progress steps: teachers, students, DDC, oracle
+    trained = (1 + len(student_variants(config)) + config.wants("ddc")
+               + (has_alphas and config.wants("oracle")))
     bar = tqdm(total=len(config.seeds) * (trained + 2), desc="reproduce",
                disable=not progress)
 
@@ -771,7 +821,8 @@ def reproduce(config: ReproduceConfig, data: ReproduceData | None = None, *,
         step("other networks")
         # the labels of the MLB row's first round, in the seed's one label store
         models.update(train_network_rows(config, corpora, out, seed, store=out / "labels",
-                                         labels=versions["mlb"][0]))
+                                         labels=versions["soft_r1"][0],
+                                         names=network_names(config)))
         per_seed[str(seed)] = {row: masks if row == "coarse_mask" else
                                _score(config, corpora, models[row]) for row in rows}
         if has_alphas:
@@ -780,7 +831,8 @@ def reproduce(config: ReproduceConfig, data: ReproduceData | None = None, *,
         step("evaluate")
     bar.close()
     mean, std = _summarise(per_seed, tuple(rows))
-    label_rows = _label_rows(config)
+    label_rows = {row: label for row, label in _label_rows(config).items()
+                  if all(row in scored for scored in labels.values())}
     labels_mean, labels_std = _summarise(labels, tuple(label_rows), LABEL_COLUMNS)
     gain, boundary_ok, met = _verdict(mean)
     table = render_table(mean, std, seeds=len(config.seeds), short_side=config.size,

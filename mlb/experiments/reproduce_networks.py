@@ -40,6 +40,8 @@ class _Config(Protocol):  # the fields of ReproduceConfig used here (no import c
 
     def train(self, steps: int, seed: int, *, lr: float | None = None) -> TrainConfig: ...
 
+    def wants(self, row: str) -> bool: ...
+
 
 def network_rows(config: _Config) -> dict[str, str]:
     """Row key -> label for every network of ``config.networks``, in table order."""
@@ -51,10 +53,10 @@ def network_rows(config: _Config) -> dict[str, str]:
 
 
 def train_network_rows(config: _Config, data: Corpora, out: Path, seed: int, *,
-                       store: Path, labels: str) -> dict[str, Path]:
-    """Train both rows of every network for one seed; row key -> checkpoint."""
+                       store: Path, labels: str, names: tuple[str, ...]) -> dict[str, Path]:
+    """Train both rows of each network of ``names`` for one seed; row key -> checkpoint."""
     models: dict[str, Path] = {}
-    for name in config.networks:
+    for name in names:
         teacher = out / f"{name}-teacher.pt"
         train_teacher(TeacherRequest(
             matte=data.matte, pretrain_images=data.natural_images,
@@ -63,11 +65,14 @@ def train_network_rows(config: _Config, data: Corpora, out: Path, seed: int, *,
             train=config.train(config.teacher_steps, seed, lr=config.finetune_lr),
             augment=config.augment, loss=config.loss,
         ), resume=True, progress=False)
+        models[f"{name}_teacher"] = teacher
+        if not config.wants(f"{name}_mlb"):
+            continue
         student = out / f"{name}-mlb.pt"
         train_student(StudentRequest(
             store=str(store), labels=labels, model=name, out=str(student), init=str(teacher),
             train=config.train(config.student_steps, seed), augment=config.augment,
             strong_augment=True, ema=False, loss=config.loss,
         ), resume=True, progress=False)
-        models[f"{name}_teacher"], models[f"{name}_mlb"] = teacher, student
+        models[f"{name}_mlb"] = student
     return models
