@@ -309,8 +309,9 @@ PRESETS: dict[str, ReproduceConfig] = {
     "tiny": ReproduceConfig(seeds=(0,), size=48, composite_count=8, natural_count=16,
                             validation_count=4, crop=32, batch_size=2, pretrain_steps=4,
                             teacher_steps=4, student_steps=4, ddc_steps=4),
-    # The README's table: about 6900 training steps per seed (teachers 2500, DDC 400,
-    # students 5 x 800), about 70 min for three seeds side by side on a 2-core CPU.
+    # The README's table: 11000 training steps per seed (teachers 2500, DDC 400, students
+    # and oracle 6 x 800, MODNet 1000 + 1500 + 800). One quiet core takes 0.64 s a step of
+    # unet_r18_w05 and 0.86 s of modnet at batch 8 and 64 px crops: about 2 h 10 min a seed.
     "cpu": ReproduceConfig(),
     # Realistic resolution on a CPU (issue 15): 256 px images, a full-width ResNet-18 teacher
     # and the half-width real-time student, crops of 96 at batch 4 (whole 256 px crops cost
