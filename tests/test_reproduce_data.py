@@ -297,3 +297,22 @@ def test_photos_with_masks_only_run_without_the_oracle_and_label_table(tmp_path,
     assert report["data"]["corpora"]["natural"]["folders"] == {
         "images": str(photos.resolve()), "masks": str(masks.resolve())}
     assert report["data"]["corpora"]["validation"]["source"] == "built-in"
+
+
+def test_a_row_the_data_cannot_give_is_refused_before_training(tmp_path, human_seg_290,
+                                                               capsys):
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir(), masks.mkdir()
+    for stem in PHOTOS[:2]:
+        shutil.copy(human_seg_290 / "Training_Images" / f"{stem}.jpg", photos)
+        shutil.copy(human_seg_290 / "Ground_Truth" / f"{stem}.png", masks)
+    work = tmp_path / "work"
+    for extra in (["--plan"], ["--work", str(work), "--quiet"]):
+        capsys.readouterr()
+        assert main(["reproduce", "paper", "--preset", "tiny", "--rows", "mlb,oracle",
+                     "--natural", str(photos), str(masks), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == (
+            "mlb reproduce: error: --rows: oracle needs the natural corpus's true alpha "
+            "(--natural IMAGES MASKS ALPHAS), which this run was not given"), err
+    assert not list(work.rglob("*.pt"))

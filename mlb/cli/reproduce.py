@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from mlb.experiments.reproduce import (
         PRESETS,
         ReproduceData,
+        check_rows_available,
         domain_gap,
         domain_gap_plan,
         plan,
@@ -142,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
     data = ReproduceData(**_data_fields(args))
     if args.plan:
         oracle = not data.given("natural") or data.natural_alphas is not None
+        if args.experiment == "paper":
+            masks = not data.given("validation") or data.validation_masks is not None
+            check_rows_available(config, oracle=oracle, coarse_masks=masks)
         runs = (plan(config, oracle=oracle) if args.experiment == "paper"
                 else domain_gap_plan(config))
         print(plan_table(runs))

@@ -416,6 +416,23 @@ def network_names(config: ReproduceConfig) -> tuple[str, ...]:
                  if config.wants(f"{name}_teacher") or config.wants(f"{name}_mlb"))
 
 
+# What a reference row needs beyond the built-in layout, for the error that names it.
+ROW_DATA = {
+    "oracle": "the natural corpus's true alpha (--natural IMAGES MASKS ALPHAS)",
+    "coarse_mask": "the validation set's masks (--validation IMAGES ALPHAS MASKS)",
+}
+
+
+def check_rows_available(config: ReproduceConfig, *, oracle: bool, coarse_masks: bool
+                         ) -> None:
+    """Refuse rows asked for (``config.rows``) that the data cannot give, before training."""
+    present = {"oracle": oracle, "coarse_mask": coarse_masks}
+    missing = [f"{row} needs {ROW_DATA[row]}" for row in config.rows or ()
+               if not present.get(row, True)]
+    if missing:
+        raise ValueError(f"--rows: {'; '.join(missing)}, which this run was not given")
+
+
 def _label_rows(config: ReproduceConfig) -> dict[str, str]:
     return {**LABEL_ROWS, **({} if config.same_architecture else RELABEL_ROUND_LABEL_ROWS)}
 
@@ -798,6 +815,8 @@ def reproduce(config: ReproduceConfig, data: ReproduceData | None = None, *,
                                ("matte", "natural", "validation"),
                                composite_validation=False)
     has_alphas = corpora.natural_alphas is not None
+    check_rows_available(config, oracle=has_alphas,
+                         coarse_masks=corpora.validation_masks is not None)
     rows = paper_rows(config, oracle=has_alphas,
                       coarse_masks=corpora.validation_masks is not None)
     masks = None
