@@ -23,8 +23,9 @@ minutes. The gpu preset (the paper's 512 px recipe) needs CUDA.
 
 ``--rows`` trains and scores only the rows named (with both teachers, which every row starts
 from, and whatever the named rows start from); in a work folder of a full run it reuses the
-finished checkpoints. Both reuse finished work under ``--work`` (checkpoints, label versions), so an interrupted
-run picks up where it stopped; a work folder refuses data other than it was started on.
+finished checkpoints. Both reuse finished work under ``--work`` (checkpoints, label
+versions), so an interrupted run picks up where it stopped; a work folder refuses data other
+than it was started on.
 See mlb.experiments.reproduce for the recipe and our choices.
 """
 
