@@ -94,7 +94,7 @@ def test_rows_picks_rows_with_what_they_start_from_and_reuses_finished_work(pape
     first = json.loads((work / "report.json").read_text())
     checkpoints = {p: p.stat().st_mtime_ns for p in (work / "run").rglob("*.pt")}
     assert main(["reproduce", "paper", "--preset", "tiny", "--work", str(work / "run"),
-                 "--rows", "modnet_mlb", "--json", str(work / "rows.json"),
+                 "--threads", "1", "--rows", "modnet_mlb", "--json", str(work / "rows.json"),
                  "--markdown", str(work / "rows.md"), "--quiet"]) == 0
     assert {p: p.stat().st_mtime_ns for p in (work / "run").rglob("*.pt")} == checkpoints
     report = json.loads((work / "rows.json").read_text())
