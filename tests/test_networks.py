@@ -10,6 +10,7 @@ parametrised over the same ``available_models()``.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -145,6 +146,38 @@ class TestPlugins:
         torch.save(payload, path)
         with pytest.raises((ValueError, CheckpointError), match="not marked"):
             load_model(path)
+
+    @pytest.mark.parametrize(("spec", "source", "message"), [
+        # modules a tampered checkpoint could name: refused before they run
+        ("this:build", None, "never sets `mlb_model_factory`"),
+        ("venv.__main__:build", None, "is a program's entry module"),
+        ("quits_xyz:build", "import sys\nsys.exit(0)\n", "never sets `mlb_model_factory`"),
+        # the plugin's own code fails: one error naming the plugin and the failure
+        ("raises_xyz:build", "raise RuntimeError('boom at import')\nmlb_model_factory = 1\n",
+         "cannot load model plugin 'raises_xyz:build': RuntimeError: boom at import"),
+        ("exits_xyz:build", "import sys\n# mlb_model_factory\nsys.exit(3)\n",
+         "cannot load model plugin 'exits_xyz:build': SystemExit: 3"),
+        ("factory_raises_xyz:build", "def build():\n    return 1 / 0\n"
+         "build.mlb_model_factory = True\n",
+         "'factory_raises_xyz:build' failed while building its network: ZeroDivisionError"),
+    ])
+    def test_a_checkpoint_naming_a_module_never_runs_an_unmarked_one(
+            self, spec, source, message, tmp_path, monkeypatch, capsys):
+        from tiny_data import write_untrained_checkpoint
+
+        from mlb.checkpoint import CheckpointError
+
+        if source is not None:
+            (tmp_path / f"{spec.split(':')[0]}.py").write_text(source)
+            monkeypatch.syspath_prepend(str(tmp_path))
+        path = write_untrained_checkpoint(tmp_path / "net.pt", name="unet_r18_w05")
+        payload = torch.load(path, weights_only=True)
+        payload["model_config"]["name"] = spec
+        torch.save(payload, path)
+        with pytest.raises((ValueError, CheckpointError), match=re.escape(message)):
+            load_model(path)
+        assert "Beautiful is better than ugly" not in capsys.readouterr().out  # `this` ran
+        assert "this" not in sys.modules or spec != "this:build"
 
     @pytest.mark.parametrize(("module", "forward", "message"), [
         ("broken_plugin_xyz", "x.view(7, -1)", "forward fails"),  # raises on the probe
