@@ -19,10 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import pickle
-import re
 import shutil
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +29,7 @@ from torch import nn
 
 from mlb.labels.store import file_sha256
 from mlb.models import ModelConfig, build_model_from_config
+from mlb.safe_load import load_tensors
 
 FORMAT = "mlb-checkpoint/1"
 
@@ -150,23 +148,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        # PyTorch's message suggests loading the file unsafely; only the facts are kept.
-        text = str(error)
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if unsafe is None:  # not an object that runs code: random bytes, a broken pickle
-            detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0]
-            raise CheckpointError(f"{path} is damaged or not a checkpoint (its pickle cannot "
-                                  f"be read: {detail[:200]})") from error
-        raise CheckpointError(
-            f"{path} is refused: it is not a safe mlb checkpoint (it holds {unsafe.group(1)}, "
-            "an object that would run code when loaded); mlb never loads such files"
-        ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError,
-            TypeError, IndexError, AttributeError) as error:  # text or other non-checkpoints
-        raise CheckpointError(f"{path} is damaged or not a checkpoint: {error}") from error
+    payload = load_tensors(path, what="checkpoint", error=CheckpointError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not an {FORMAT} file (found format {found!r})")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from tiny_data import MODEL, TINY_TRAIN_FLAGS, write_untrained_checkpoint
+from tiny_data import MODEL, TINY_TRAIN_FLAGS, write_tiny_corpus, write_untrained_checkpoint
 
 from mlb.checkpoint import (
     Checkpoint,
@@ -96,7 +96,8 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_never_runs(tmp_path, ho
     else:
         with open(path, "wb") as handle:
             pickle.dump(payload, handle, protocol=2)
-    with pytest.raises(CheckpointError, match=r"evil\.pt"):
+    with pytest.raises(CheckpointError, match=r"evil\.pt is refused: it is not a safe "
+                       r"checkpoint \(it holds (posix|os)\.system"):
         read_checkpoint(path)
     assert not marker.exists()
     # Every entry point reads through read_checkpoint: the CLI refuses it the same way.
@@ -104,10 +105,33 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_never_runs(tmp_path, ho
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("content", ["code", "text", "empty"])
+def test_a_bad_encoder_weights_file_is_one_line_and_never_runs(tmp_path, capsys, content):
+    """``--pretrained-encoder FILE`` reads the file as safely as a checkpoint."""
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "weights.pth"
+    if content == "code":
+        torch.save({"conv1.weight": RunsShell(str(marker))}, path)
+    else:
+        path.write_bytes(b"hello" if content == "text" else b"")
+    matte = write_tiny_corpus(tmp_path / "data", count=2).matte
+    for model in ("unet_r18", "modnet"):
+        capsys.readouterr()
+        assert main(["train", "teacher", "--matte", str(matte), "--model", model,
+                     "--pretrained-encoder", str(path), "--steps", "1",
+                     "--out", str(tmp_path / "x.pt")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert "weights_only" not in err and str(path) in err, err
+        expected = "is refused: it is not a safe" if content == "code" else "is damaged or not"
+        assert expected in err, err
+    assert not marker.exists()
+
+
 def test_a_custom_class_instance_is_refused(tmp_path):
     path = tmp_path / "custom.pt"
     torch.save({"format": "mlb-checkpoint/1", "metrics": Custom()}, path)
-    with pytest.raises(CheckpointError, match="not a safe mlb checkpoint"):
+    with pytest.raises(CheckpointError, match="not a safe checkpoint"):
         read_checkpoint(path)
 
 

@@ -6,14 +6,14 @@ Built from torchvision's ``BasicBlock`` / ``Bottleneck`` with torchvision's para
 section 1, "stem without max-pool"): the encoder's output stride is 16, not 32.
 """
 
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from mlb.safe_load import load_tensors
 
 # Strides of the four stages relative to the input: stem (2), layer1 (2, no max-pool),
 # layer2 (4), layer3 (8), layer4 (16).
@@ -129,12 +129,7 @@ def load_encoder_weights(encoder: ResNetEncoder, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained encoder weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:  # not a plain state_dict
-        raise ValueError(
-            f"{path}: cannot read a state_dict with torch.load(weights_only=True): {error}"
-        ) from error
+    state = load_tensors(path, what="ResNet state_dict file")
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a ResNet state_dict, found {type(state).__name__}")
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}

@@ -8,7 +8,6 @@ absence is a ``ValueError`` that says to pass a local file.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from mlb.models.encoder import _mismatches
+from mlb.safe_load import load_tensors
 
 IMAGENET = "imagenet"
 
@@ -29,12 +29,7 @@ def offline() -> bool:
 def read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained encoder weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(
-            f"{path}: cannot read a state_dict with torch.load(weights_only=True): {error}"
-        ) from error
+    state = load_tensors(path, what="state_dict file")
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a state_dict, found {type(state).__name__}")
     return state
