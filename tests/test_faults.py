@@ -315,6 +315,9 @@ def test_everyday_mistakes_are_one_line_errors(inputs, tmp_path, capsys):
         # pydantic's input dump or documentation link
         (_relabel_args(inputs, tmp_path / "s3", "--band-px", "-4"), "relabel",
          "BlendConfig.band_px: input should be greater than or equal to 1, got -4"),
+        (["train", "teacher", "--matte", str(write_tiny_corpus(tmp_path, count=2).matte),
+          "--steps", "1", "--out", str(tmp_path / "inf.pt"), *TINY_TRAIN_FLAGS, "--lr", "inf"],
+         "train", "TrainConfig.lr: input should be a finite number, got inf"),
     ]
     for arguments, command, expected in cases:
         capsys.readouterr()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
@@ -77,6 +77,10 @@ ModelField = Annotated[ModelConfig, BeforeValidator(_name_to_model_config), _Nam
 
 class TrainConfig(FrozenConfig):
     """The optimisation loop: AdamW, warmup + cosine decay, clipping, bf16 autocast on GPU."""
+
+    # An infinite rate or clip passed every bound and trained NaN weights to exit 0 (tried as
+    # a new user would): no setting of the loop is meaningful at inf or NaN.
+    model_config = ConfigDict(**FrozenConfig.model_config, allow_inf_nan=False)
 
     steps: int = Field(ge=1)
     batch_size: int = Field(8, ge=1)
