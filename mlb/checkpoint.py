@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
+from mlb.config import validation_text
 from mlb.labels.store import file_sha256
 from mlb.models import ModelConfig, build_model_from_config
 from mlb.safe_load import load_tensors
@@ -158,8 +160,9 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if isinstance(error, CheckpointError):
             raise
         # A file that claims the format but lacks a part, or holds one of the wrong type.
+        text = validation_text(error) if isinstance(error, ValidationError) else str(error)
         reason = f"missing {error}" if isinstance(error, KeyError) else " ".join(
-            str(error).split())[:300]
+            text.split())[:300]
         raise CheckpointError(f"{path} is damaged: {reason}") from error
 
 

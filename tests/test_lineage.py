@@ -184,7 +184,7 @@ class _RunsCode:
 
 
 @pytest.mark.parametrize("bad", ["text", "malicious", "wrong-types", "missing-part",
-                                 "bad-lineage", "missing"])
+                                 "bad-lineage", "unknown-network", "missing"])
 def test_a_bad_checkpoint_is_one_error_line(tmp_path, capsys, bad):
     path = tmp_path / "bad.pt"
     model = build_model(MODEL)
@@ -202,10 +202,15 @@ def test_a_bad_checkpoint_is_one_error_line(tmp_path, capsys, bad):
         _torch_save(payload, path)
     elif bad == "bad-lineage":
         _torch_save({**good.to_payload(), "lineage": {"init": "not a ref"}}, path)
+    elif bad == "unknown-network":
+        _torch_save({**good.to_payload(), "model_config": {"name": "no_such_network"}}, path)
     capsys.readouterr()
     assert main(["checkpoint", "show", str(path)]) == 2
     line = _one_error(capsys.readouterr().err, "checkpoint")
     assert str(path) in line
+    assert "errors.pydantic.dev" not in line and "input_value" not in line, line
+    if bad == "unknown-network":
+        assert "ModelConfig.name: unknown model 'no_such_network'" in line, line
     assert not Path("/tmp/mlb-pwned").exists()
 
 

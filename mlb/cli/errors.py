@@ -13,6 +13,8 @@ import re
 
 from pydantic import ValidationError
 
+from mlb.config import validation_text
+
 _REMEDIES = {
     errno.ENOSPC: "the file system is full: free space and rerun (finished work is kept)",
     errno.EROFS: "the file system is read-only: write to another folder",
@@ -25,24 +27,10 @@ _REMEDIES = {
 }
 
 
-def _validation_text(error: ValidationError) -> str:
-    """A settings error as "Config.field: what is wrong, got VALUE", without pydantic's
-    input dump and documentation link."""
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in (error.title, *item["loc"]))
-        message = item["msg"].removeprefix("Value error, ")
-        value = item.get("input")
-        scalar = value is None or isinstance(value, (str, int, float, bool))
-        got = f", got {value!r}" if scalar and item["type"] != "value_error" else ""
-        parts.append(f"{where}: {message[:1].lower()}{message[1:]}{got}")
-    return "; ".join(parts)
-
-
 def error_line(error: BaseException) -> str:
     """The single line printed after ``mlb COMMAND: error:``."""
     if isinstance(error, ValidationError):
-        return " ".join(_validation_text(error).split())
+        return " ".join(validation_text(error).split())
     text = re.sub(r"^\[Errno \d+\] ", "", str(error).strip())
     if "Original Traceback" in text:
         # An error re-raised by a DataLoader worker carries the worker's traceback: keep its
