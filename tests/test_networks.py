@@ -10,7 +10,9 @@ parametrised over the same ``available_models()``.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -223,6 +225,19 @@ class TestPretrainedEncoders:
         _caches_in(tmp_path, monkeypatch)
         with pytest.raises(ValueError, match=r"pass a local state_dict file"):
             build_model(name, pretrained_encoder="imagenet")
+
+    def test_mlb_offline_alone_keeps_timm_off_the_network(self, tmp_path):
+        """MLB_OFFLINE without HF_HUB_OFFLINE, as a user sets it: no download is tried."""
+        env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+        env.update(MLB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), PYTHONPATH=os.pathsep.join(
+            [str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")]))
+        done = subprocess.run(
+            [sys.executable, "-c", "from mlb.models import build_model\n"
+             "build_model('unet_mobilenetv3', pretrained_encoder='imagenet')"],
+            env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0
+        assert "offline: HF_HUB_OFFLINE or MLB_OFFLINE is set" in done.stderr, done.stderr
+        assert "Retrying" not in done.stderr and "requesting HEAD" not in done.stderr
 
     def test_half_width_has_no_imagenet_encoder(self):
         with pytest.raises(ValueError, match="no ImageNet encoder"):

@@ -15,14 +15,15 @@ image -> pad to /32 -> normalise -> timm encoder: stages at /2, /4, /8, /16, /32
 
 from __future__ import annotations
 
-import os
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from mlb.models.interface import StridedMattingNet
-from mlb.models.pretrained import load_matching_weights
+from mlb.models.pretrained import load_matching_weights, offline
 from mlb.models.unet import DecoderBlock, _conv_bn_relu
 
 # Registered name -> timm model name. Decoder widths from /16 to full resolution.
@@ -70,6 +71,21 @@ class LibraryUNet(StridedMattingNet):
         return torch.sigmoid(self.alpha_head(y)), self.boundary_head(y)
 
 
+@contextlib.contextmanager
+def _hub_offline(on: bool) -> Iterator[None]:
+    """Hugging Face Hub offline mode while timm looks for weights. The hub reads
+    ``HF_HUB_OFFLINE`` once, when it is imported; ``MLB_OFFLINE`` (or the variable set after
+    that import) would otherwise leave it retrying a network that is not there for a minute."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or on
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def build_library_unet(name: str, pretrained_encoder: str | None) -> LibraryUNet:
     """``pretrained_encoder``: None (random), ``"imagenet"`` (timm's weights through the Hugging
     Face cache; offline, only a cached copy) or a local file holding the timm model's
@@ -77,12 +93,12 @@ def build_library_unet(name: str, pretrained_encoder: str | None) -> LibraryUNet
     timm_name = LIBRARY_ENCODERS[name]
     if pretrained_encoder == "imagenet":
         try:
-            encoder = _timm_encoder(timm_name, pretrained=True)
+            with _hub_offline(offline()):
+                encoder = _timm_encoder(timm_name, pretrained=True)
         except (OSError, RuntimeError, ValueError) as error:
-            offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get(
-                "HF_HUB_OFFLINE") else ""
+            note = " (offline: HF_HUB_OFFLINE or MLB_OFFLINE is set)" if offline() else ""
             raise ValueError(
-                f"cannot load timm's ImageNet weights for {timm_name}{offline}: "
+                f"cannot load timm's ImageNet weights for {timm_name}{note}: "
                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}; "
                 f"pass a local state_dict file instead (--pretrained-encoder PATH)"
             ) from error
