@@ -279,14 +279,20 @@ def test_a_work_folder_of_another_presets_built_in_data_is_refused(tmp_path, cap
     assert "this preset needs {'count': 120, 'size': 96, 'seed': 0}" in error
 
 
+def _photos_with_masks(root, human_seg_290, count):
+    """The first ``count`` real photos and their masks, in two folders: no alphas."""
+    photos, masks = root / "photos", root / "masks"
+    photos.mkdir(), masks.mkdir()
+    for stem in PHOTOS[:count]:
+        shutil.copy(human_seg_290 / "Training_Images" / f"{stem}.jpg", photos)
+        shutil.copy(human_seg_290 / "Ground_Truth" / f"{stem}.png", masks)
+    return photos, masks
+
+
 @pytest.mark.slow
 def test_photos_with_masks_only_run_without_the_oracle_and_label_table(tmp_path,
                                                                        human_seg_290):
-    photos, masks = tmp_path / "photos", tmp_path / "masks"
-    photos.mkdir(), masks.mkdir()
-    for stem in PHOTOS[:3]:
-        shutil.copy(human_seg_290 / "Training_Images" / f"{stem}.jpg", photos)
-        shutil.copy(human_seg_290 / "Ground_Truth" / f"{stem}.png", masks)
+    photos, masks = _photos_with_masks(tmp_path, human_seg_290, 3)
     assert main(["reproduce", "paper", "--preset", "tiny", "--threads", "1", "--work",
                  str(tmp_path / "work"), "--json", str(tmp_path / "report.json"), "--quiet",
                  "--natural", str(photos), str(masks)]) == 0
@@ -301,11 +307,7 @@ def test_photos_with_masks_only_run_without_the_oracle_and_label_table(tmp_path,
 
 def test_a_row_the_data_cannot_give_is_refused_before_training(tmp_path, human_seg_290,
                                                                capsys):
-    photos, masks = tmp_path / "photos", tmp_path / "masks"
-    photos.mkdir(), masks.mkdir()
-    for stem in PHOTOS[:2]:
-        shutil.copy(human_seg_290 / "Training_Images" / f"{stem}.jpg", photos)
-        shutil.copy(human_seg_290 / "Ground_Truth" / f"{stem}.png", masks)
+    photos, masks = _photos_with_masks(tmp_path, human_seg_290, 2)
     work = tmp_path / "work"
     for extra in (["--plan"], ["--work", str(work), "--quiet"]):
         capsys.readouterr()
