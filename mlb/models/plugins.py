@@ -96,15 +96,14 @@ def _check_before_import(name: str, module_name: str) -> None:
 def _factory(name: str) -> Callable[..., object]:
     matches = [entry for entry in entry_points(group=GROUP) if entry.name == name]
     module_name, _, attribute = name.partition(":")
+    if not matches:
+        _check_before_import(name, module_name)
     try:
         if matches:
             return matches[0].load()
-        _check_before_import(name, module_name)
         target: object = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
-    except ValueError:
-        raise
     except (Exception, SystemExit) as error:  # the plugin's own code failed while importing
         raise ValueError(f"cannot load model plugin {name!r}: {type(error).__name__}: "
                          f"{error}") from error
