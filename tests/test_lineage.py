@@ -26,7 +26,7 @@ import torch
 from relabel_corpus import make_corpus, make_request, make_teacher, start_cli, store_files
 from tiny_data import MODEL, TINY_TRAIN_FLAGS
 
-from mlb.checkpoint import Checkpoint, read_checkpoint
+from mlb.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from mlb.cli import build_parser, main
 from mlb.labels.relabel import relabel
 from mlb.labels.teacher import teacher_sha256
@@ -261,3 +261,33 @@ def test_threads_reaches_torch_and_child_processes(labelled, tmp_path, monkeypat
         assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
     finally:
         torch.set_num_threads(threads)
+
+
+def test_checkpoint_show_prints_a_pretraining_total_and_only_options_that_apply(tmp_path,
+                                                                               capsys):
+    # A segmentation-only teacher's total is its pre-training steps, not the fine-tuning's;
+    # MODNet shows no U-Net ASPP rates; a U-Net's own rates still show.
+    request = {"pretrain_steps": 7, "train": {"steps": 400}}
+    pretrain = tmp_path / "teacher.pretrain.pt"
+    save_checkpoint(Checkpoint(model_config=ModelConfig(name="modnet"), kind="teacher-pretrain",
+                               step=7, state_dict=build_model("modnet").state_dict(),
+                               train_config={"request": request}), pretrain)
+    assert main(["checkpoint", "show", str(pretrain)]) == 0
+    text = capsys.readouterr().out
+    assert "steps:         7 of 7\n" in text and "network:       modnet\n" in text, text
+    rates = ModelConfig(name=MODEL, options={"aspp_rates": (1, 4)})
+    unet = tmp_path / "unet.pt"
+    save_checkpoint(Checkpoint(model_config=rates,
+                               state_dict=build_model(MODEL, aspp_rates=(1, 4)).state_dict()), unet)
+    assert main(["checkpoint", "show", str(unet)]) == 0
+    assert f'network:       {MODEL} {{"aspp_rates": [1, 4]}}\n' in capsys.readouterr().out
+
+
+def test_a_tampered_negative_step_is_one_error_line(tmp_path, capsys):
+    path = tmp_path / "negative.pt"
+    good = Checkpoint(model_config=ModelConfig(name=MODEL),
+                      state_dict=build_model(MODEL).state_dict())
+    _torch_save({**good.to_payload(), "step": -5}, path)
+    assert main(["checkpoint", "show", str(path)]) == 2
+    line = _one_error(capsys.readouterr().err, "checkpoint")
+    assert str(path) in line and "-5" in line, line

@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from mlb.models import ModelOptions
     from mlb.train.lineage import describe_checkpoint
 
     info = describe_checkpoint(args.checkpoint)
@@ -44,7 +45,11 @@ def run_show(args: argparse.Namespace) -> int:
             return "none" if info.lineage_recorded else unknown
         return f"{ref.path}  sha256 {ref.sha256}"  # type: ignore[attr-defined]
 
-    options = info.network.get("options") or {}
+    # Only the options set away from their defaults: a U-Net's ASPP rates mean nothing for
+    # MODNet or a plug-in (``--json`` keeps them all).
+    defaults = ModelOptions().model_dump(mode="json")
+    options = {name: value for name, value in (info.network.get("options") or {}).items()
+               if defaults.get(name, object()) != value}
     network = info.network["name"] + (f" {json.dumps(options, sort_keys=True)}"
                                       if options else "")
     planned = f" of {info.planned_steps}" if info.planned_steps else ""

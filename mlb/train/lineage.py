@@ -22,7 +22,7 @@ import os
 import socket
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlb.checkpoint import CheckpointError, checkpoint_sha256, read_checkpoint
 from mlb.labels.metadata import LabelVersionMetadata
@@ -93,8 +93,10 @@ class CheckpointInfo(BaseModel):
     sha256: str
     kind: str
     network: dict[str, Any]
-    steps: int
+    steps: int = Field(ge=0)
     planned_steps: int | None
+    """The run's total: ``pretrain_steps`` for a segmentation-only (pre-training) teacher,
+    the training's ``steps`` otherwise."""
     label_version: str | None
     store: str | None
     """Absolute path or URL, or the path as the training was given it (older checkpoints)."""
@@ -120,7 +122,8 @@ def describe_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
         return CheckpointInfo(
             path=os.path.abspath(path), sha256=checkpoint_sha256(path), kind=checkpoint.kind,
             network=checkpoint.model_config.model_dump(mode="json"), steps=checkpoint.step,
-            planned_steps=train.get("steps"),
+            planned_steps=(request.get("pretrain_steps") if checkpoint.kind == "teacher-pretrain"
+                           else train.get("steps")),
             label_version=lineage.get("label_version", checkpoint.label_version),
             store=lineage.get("store", request.get("store")),
             store_is_absolute="store" in lineage, init=lineage.get("init"),
