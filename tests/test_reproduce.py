@@ -109,6 +109,44 @@ def test_rows_picks_rows_with_what_they_start_from_and_reuses_finished_work(pape
     assert "--rows modnet_mlb" in (work / "rows.md").read_text()
 
 
+def test_merge_writes_one_table_of_seeds_run_apart_and_refuses_what_does_not_fit(paper_run,
+                                                                                 capsys):
+    work, _ = paper_run
+    run = ["reproduce", "paper", "--preset", "tiny", "--work", str(work / "run"), "--threads",
+           "1", "--rows", "mlb", "--quiet"]
+    for seed in (0, 1):
+        assert main([*run, "--seeds", str(seed), "--json", str(work / f"seed{seed}.json")]) == 0
+    capsys.readouterr()
+    parts = [json.loads((work / f"seed{seed}.json").read_text()) for seed in (0, 1)]
+    assert main(["reproduce", "merge", str(work / "seed0.json"), str(work / "seed1.json"),
+                 "--json", str(work / "merged.json"), "--markdown", str(work / "merged.md")]) == 0
+    merged = json.loads((work / "merged.json").read_text())
+    assert merged["config"]["seeds"] == [0, 1]
+    assert merged["per_seed"] == {**parts[0]["per_seed"], **parts[1]["per_seed"]}
+    assert merged["labels_per_seed"] == {**parts[0]["labels_per_seed"],
+                                         **parts[1]["labels_per_seed"]}
+    for row in merged["rows"]:
+        values = [part["per_seed"][str(seed)][row]["mse"] for seed, part in enumerate(parts)]
+        assert merged["mean"][row]["mse"] == pytest.approx(sum(values) / 2)
+    assert merged["whole_mse_gain"] == pytest.approx(
+        1 - merged["mean"]["mlb"]["mse"] / merged["mean"]["teacher"]["mse"])
+    table = (work / "merged.md").read_text()
+    assert "over 2 seed(s)" in table and "Command: `mlb reproduce merge " in table
+    # the same seed twice, other rows, other settings, not a report: one error line each
+    other_rows = {**parts[1], "rows": {"teacher": "t"}}
+    other_steps = {**parts[1], "config": {**parts[1]["config"], "student_steps": 6}}
+    (work / "rows.bad.json").write_text(json.dumps(other_rows))
+    (work / "steps.bad.json").write_text(json.dumps(other_steps))
+    (work / "text.bad.json").write_text("not json")
+    for second, message in ((work / "seed0.json", "seed 0 is in report 1 and report 2"),
+                            (work / "rows.bad.json", "has other rows than report 1"),
+                            (work / "steps.bad.json", "student_steps is 6 there, 4 in report 1"),
+                            (work / "text.bad.json", "is not a report of `mlb reproduce paper")):
+        assert main(["reproduce", "merge", str(work / "seed0.json"), str(second)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and message in err, err
+
+
 def test_rows_are_checked_against_the_preset_and_shape_the_plan(capsys):
     assert main(["reproduce", "paper", "--preset", "cpu", "--plan",
                  "--rows", "oracle,modnet_mlb"]) == 0

@@ -8,6 +8,7 @@
         --validation val/images val/alphas val/masks             # your own data
     mlb reproduce paper --preset gpu --plan                      # what a preset trains
     mlb reproduce paper --preset cpu --rows modnet_mlb           # one row and its inputs
+    mlb reproduce merge seed0.json seed1.json --markdown table.md  # seeds run apart
 
 Without data options the built-in benchmark is generated under ``--work``. ``--matte DIR``
 reads ``DIR/fg``, ``DIR/alpha`` and ``DIR/bg`` (the ``mlb synth composite`` layout);
@@ -26,6 +27,9 @@ from, and whatever the named rows start from); in a work folder of a full run it
 finished checkpoints. Both reuse finished work under ``--work`` (checkpoints, label
 versions), so an interrupted run picks up where it stopped; a work folder refuses data other
 than it was started on.
+``merge`` writes one table from the ``--json`` reports of runs that each did some of the seeds
+(processes side by side, or other machines): the per-seed scores as measured, nothing
+retrained or rescored; the runs must share their settings, rows and data.
 See mlb.experiments.reproduce for the recipe and our choices.
 """
 
@@ -88,6 +92,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             data.add_argument("--composite-validation", nargs=2, metavar="DIR",
                               help="IMAGES ALPHAS: held-out composites (needed with --matte)")
         sub.set_defaults(func=run)
+    merge = kinds.add_parser("merge", help="one table from the reports of runs of other seeds")
+    merge.add_argument("reports", nargs="+", metavar="REPORT",
+                       help="--json reports of `mlb reproduce paper` runs")
+    merge.add_argument("--json", dest="json_path", help="write the merged report as JSON here")
+    merge.add_argument("--markdown", help="write the tables (with the merge command) here")
+    merge.set_defaults(func=run_merge)
 
 
 def _row_list(text: str) -> tuple[str, ...]:
@@ -179,3 +189,36 @@ def _command(args: argparse.Namespace, overrides: dict) -> str:
             words += ["--" + option.replace("_", "-"),
                       *([value] if isinstance(value, str) else value)]
     return shlex.join(words)
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from mlb.config import validation_text
+    from mlb.experiments.reproduce import ReproduceReport, merge_reports
+
+    reports = []
+    for path in args.reports:
+        try:
+            text = Path(path).read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a report of `mlb reproduce paper --json` "
+                             "(not text)") from None
+        try:
+            reports.append(ReproduceReport.model_validate_json(text))
+        except ValidationError as error:
+            problems = validation_text(error).split("; ")
+            more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+            raise ValueError(f"{path} is not a report of `mlb reproduce paper --json`: "
+                             f"{'; '.join(problems[:2])}{more}") from None
+    report = merge_reports(reports)
+    tables = f"{report.table}\n\n{report.labels_table}"
+    print(tables)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(report.model_dump(mode="json"), indent=2))
+    if args.markdown:
+        command = shlex.join(["mlb", "reproduce", "merge", *args.reports])
+        Path(args.markdown).write_text(
+            f"{tables}\n\nCommand: `{command}`, merging {len(reports)} run(s) of "
+            f"{report.seconds / 60:.1f} min in all.\n")
+    return 0

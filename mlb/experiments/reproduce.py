@@ -89,6 +89,7 @@ __all__ = [
     "ReproduceReport",
     "domain_gap",
     "domain_gap_plan",
+    "merge_reports",
     "paper_rows",
     "plan",
     "plan_table",
@@ -850,25 +851,83 @@ def reproduce(config: ReproduceConfig, data: ReproduceData | None = None, *,
                                                models["teacher"], versions)
         step("evaluate")
     bar.close()
+    report = _report(config, record, rows, per_seed, labels, time.perf_counter() - started)
+    (root / "report.json").write_text(json.dumps(report.model_dump(mode="json"), indent=2))
+    return report
+
+
+def _report(config: ReproduceConfig, record: DataRecord, rows: dict[str, str],
+            per_seed: dict[str, dict[str, dict[str, float | None]]],
+            labels: dict[str, dict[str, dict[str, float | None]]],
+            seconds: float) -> ReproduceReport:
+    """Means, spreads, verdict and tables of per-seed scores (a run's, or merged runs')."""
     mean, std = _summarise(per_seed, tuple(rows))
     label_rows = {row: label for row, label in _label_rows(config).items()
                   if all(row in scored for scored in labels.values())}
     labels_mean, labels_std = _summarise(labels, tuple(label_rows), LABEL_COLUMNS)
     gain, boundary_ok, met = _verdict(mean)
-    table = render_table(mean, std, seeds=len(config.seeds), short_side=config.size,
+    table = render_table(mean, std, seeds=len(per_seed), short_side=config.size,
                          rows=rows, second_round=config.second_round)
-    report = ReproduceReport(
+    return ReproduceReport(
         config=config, data=record, rows=rows, second_round=config.second_round,
         per_seed=per_seed, mean=mean, std=std, whole_mse_gain=gain,
-        boundary_ok=boundary_ok, target_met=met, seconds=time.perf_counter() - started,
+        boundary_ok=boundary_ok, target_met=met, seconds=seconds,
         table=table + "\n\nData:\n" + "\n".join(record.lines()),
         labels_per_seed=labels, labels_mean=labels_mean if labels else {},
         labels_std=labels_std if labels else {},
-        labels_table=(render_label_table(labels_mean, labels_std, seeds=len(config.seeds),
+        labels_table=(render_label_table(labels_mean, labels_std, seeds=len(per_seed),
                                          rows=label_rows) if labels else NO_LABEL_TABLE),
     )
-    (root / "report.json").write_text(json.dumps(report.model_dump(mode="json"), indent=2))
-    return report
+
+
+# Settings that may differ between the runs of one comparison (where and how each ran).
+MERGE_FREE = ("seeds", "work", "threads")
+
+
+def merge_reports(reports: Sequence[ReproduceReport]) -> ReproduceReport:
+    """One report of the seeds of several runs (``--seeds N`` processes or machines): their
+    per-seed scores as they were measured, summarised again; nothing is retrained or scored.
+
+    The runs must share every setting but :data:`MERGE_FREE`, their rows, and their data (the
+    same files and content hashes; the folders may sit at other paths), and no seed may be in
+    two of them. Anything else is a ValueError naming the first difference."""
+    if not reports:
+        raise ValueError("no reports to merge")
+    first = reports[0]
+    settings = first.config.model_dump(exclude=set(MERGE_FREE))
+    content = _data_content(first.data)
+    seen: dict[str, int] = {}
+    for index, report in enumerate(reports):
+        other = report.config.model_dump(exclude=set(MERGE_FREE))
+        differ = sorted(key for key in settings if settings[key] != other[key])
+        if differ:
+            key = differ[0]
+            raise ValueError(f"report {index + 1} ran other settings than report 1: {key} is "
+                             f"{other[key]!r} there, {settings[key]!r} in report 1")
+        if report.rows != first.rows:
+            raise ValueError(f"report {index + 1} has other rows than report 1: "
+                             f"{', '.join(report.rows)} against {', '.join(first.rows)}")
+        if _data_content(report.data) != content:
+            raise ValueError(f"report {index + 1} ran on other data than report 1 (files or "
+                             "content hashes differ)")
+        for seed in report.per_seed:
+            if seed in seen:
+                raise ValueError(f"seed {seed} is in report {seen[seed] + 1} and report "
+                                 f"{index + 1}")
+            seen[seed] = index
+    seeds = sorted(seen, key=int)
+    per_seed = {seed: reports[seen[seed]].per_seed[seed] for seed in seeds}
+    labels = {seed: reports[seen[seed]].labels_per_seed[seed] for seed in seeds
+              if seed in reports[seen[seed]].labels_per_seed}
+    config = first.config.model_copy(update={"seeds": tuple(int(seed) for seed in seeds)})
+    return _report(config, first.data, dict(first.rows), per_seed, labels,
+                   sum(report.seconds for report in reports))
+
+
+def _data_content(record: DataRecord) -> tuple:
+    """What a data record says about the files, not where they were."""
+    return (record.built_in, {name: (corpus.source, corpus.files, corpus.sha256)
+                              for name, corpus in record.corpora.items()})
 
 
 class DomainGapReport(FrozenConfig):
