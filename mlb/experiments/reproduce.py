@@ -326,8 +326,14 @@ PRESETS: dict[str, ReproduceConfig] = {
     # about 7200 s of one loaded core, so three seeds on two cores take about 3 h at that
     # load and about half of it on quiet cores. MODNet's rows are left out (another 1100
     # steps a seed). The DDC window and kernels stay the reference's (11, 1-29 px): at 96 px
-    # the scaled ones made DDC's boundary worse (ReproduceConfig.ddc_window). Not run yet:
-    # it has no recorded figures, and whether the issue's targets hold at 256 px is open.
+    # the scaled ones made DDC's boundary worse (ReproduceConfig.ddc_window). Measured on
+    # quiet cores: unet_r18 2.1 s a step, unet_r18_w05 0.58 s (one thread, batch 4, 96 px).
+    # First run (three seeds, rows mlb, ddc, oracle; README "At 256 px on two CPU cores"):
+    # far too little training for 256 px. Every trained row's whole MSE is 13-30x the coarse
+    # masks' (the segmentation-only teacher predicts 0.25-0.44 where alpha is 0), the
+    # teacher's boundary head barely separates (b 0.07-0.08 on true boundary pixels, 0.05-0.07
+    # elsewhere), so no target is met and the run cannot test them; about ten times the
+    # training is needed, hours a seed on a CPU.
     "cpu256": ReproduceConfig(
         size=256, composite_count=120, natural_count=320, validation_count=48,
         teacher_model="unet_r18", student_model="unet_r18_w05", batch_size=4, crop=96,
