@@ -921,6 +921,8 @@ def merge_reports(reports: Sequence[ReproduceReport]) -> ReproduceReport:
                 raise ValueError(f"seed {seed} is in report {seen[seed] + 1} and report "
                                  f"{index + 1}")
             seen[seed] = index
+    if not seen:
+        raise ValueError("the reports hold no seed's scores")
     seeds = sorted(seen, key=int)
     per_seed = {seed: reports[seen[seed]].per_seed[seed] for seed in seeds}
     labels = {seed: reports[seen[seed]].labels_per_seed[seed] for seed in seeds
