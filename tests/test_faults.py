@@ -333,7 +333,10 @@ def test_ctrl_c_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
     corpus = write_tiny_corpus(tmp_path / "data", count=2)
     out = tmp_path / "teacher.pt"
     process = start_cli(["train", "teacher", "--matte", str(corpus.matte), "--steps", "500",
-                         "--out", str(out), "--checkpoint-every", "1", *TINY_TRAIN_FLAGS])
+                         "--out", str(out), "--checkpoint-every", "1", *TINY_TRAIN_FLAGS],
+                        # A shell that starts a command in the background sets SIGINT to
+                        # "ignore", and children inherit it: give the CLI a terminal's default.
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = out.with_name(out.name + ".partial")
     deadline = time.monotonic() + 120
     while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
