@@ -329,10 +329,11 @@ PRESETS: dict[str, ReproduceConfig] = {
     # the scaled ones made DDC's boundary worse (ReproduceConfig.ddc_window). Measured on
     # quiet cores: unet_r18 2.1 s a step, unet_r18_w05 0.58 s (one thread, batch 4, 96 px).
     # First run (three seeds, rows mlb, ddc, oracle; README "At 256 px on two CPU cores"):
-    # far too little training for 256 px. Every trained row's whole MSE is 13-30x the coarse
+    # far too little training for 256 px. Every trained row's whole MSE is 13-28x the coarse
     # masks' (the segmentation-only teacher predicts 0.25-0.44 where alpha is 0), the
     # teacher's boundary head barely separates (b 0.07-0.08 on true boundary pixels, 0.05-0.07
-    # elsewhere), so no target is met and the run cannot test them; about ten times the
+    # elsewhere): the boundary and DDC targets fail, the two that pass do so against poor
+    # baselines, and the run cannot test them; about ten times the
     # training is needed, hours a seed on a CPU.
     "cpu256": ReproduceConfig(
         size=256, composite_count=120, natural_count=320, validation_count=48,
