@@ -318,3 +318,35 @@ def test_a_row_the_data_cannot_give_is_refused_before_training(tmp_path, human_s
             "mlb reproduce: error: --rows: oracle needs the natural corpus's true alpha "
             "(--natural IMAGES MASKS ALPHAS), which this run was not given"), err
     assert not list(work.rglob("*.pt"))
+
+
+def test_runs_of_other_seeds_in_one_work_folder_prepare_the_data_one_at_a_time(tmp_path):
+    """One process per seed is the documented way to spread seeds over cores; they share the
+    work folder's data. A run waits while another holds the data lock (no half-generated
+    corpus is hashed, no half-written data.json read), then finds the data ready."""
+    import threading
+
+    from mlb.experiments.reproduce import _prepare
+    from mlb.experiments.reproduce_data import ReproduceData
+    from storage.locking import file_lock
+
+    config = PRESETS["tiny"].model_copy(update={"work": str(tmp_path / "work")})
+    finished: list[object] = []
+
+    def prepare() -> None:
+        finished.append(_prepare(config, ReproduceData(), ("matte", "natural", "validation"),
+                                 composite_validation=False))
+
+    with file_lock(str(tmp_path / "work" / "data.lock"), what="test", timeout_s=1):
+        waiting = threading.Thread(target=prepare)
+        waiting.start()
+        waiting.join(timeout=3)
+        assert waiting.is_alive() and not finished
+        assert not (tmp_path / "work" / "data").exists()
+    waiting.join(timeout=120)
+    assert len(finished) == 1
+    record = json.loads((tmp_path / "work" / "data.json").read_text())
+    assert set(record) == {"matte", "natural", "validation"}
+    assert not list((tmp_path / "work").glob("*.partial"))
+    prepare()  # the second seed's run: same data, same record
+    assert json.loads((tmp_path / "work" / "data.json").read_text()) == record

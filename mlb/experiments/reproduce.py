@@ -37,7 +37,6 @@ at least 20% and is no worse than the segmentation-only teacher on boundary MSE.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +61,7 @@ from mlb.experiments.reproduce_data import (
     check_same_data,
     data_record,
     prepare_corpora,
+    write_json,
 )
 from mlb.experiments.reproduce_networks import network_rows, train_network_rows
 from mlb.labels.relabel import relabel
@@ -78,6 +78,7 @@ from mlb.train import (
     train_teacher,
 )
 from mlb.train.teacher import pretrain_path
+from storage.locking import file_lock
 
 __all__ = [
     "PRESETS",
@@ -115,6 +116,9 @@ BOUND_ROWS: dict[str, str] = {
 # Rows trained and scored whatever ``ReproduceConfig.rows`` asks for: every other row starts
 # from the teachers, and the masks cost nothing to score.
 ALWAYS_ROWS = ("seg_teacher", "teacher", "coarse_mask")
+# How long a run waits for another run in its work folder to prepare the data (the paper's
+# 10K-photo natural corpus decodes in minutes; the built-in corpora generate in seconds).
+DATA_WAIT_S = 3600.0
 # Row labels when teacher and student differ: the second round is a plain relabel.
 RELABEL_ROUND_LABELS: dict[str, str] = {
     "mlb": "MLB student (soft blend, relabel round)",
@@ -804,10 +808,14 @@ def _prepare(config: ReproduceConfig, data: ReproduceData, corpora: tuple[str, .
              composite_validation: bool) -> tuple[Corpora, DataRecord]:
     """Resolve and check the data, record it, and refuse a work folder of other data."""
     root = Path(config.work)
-    resolved = prepare_corpora(data, config.built_in(), root / "data",
-                               composite_validation=composite_validation)
-    record = data_record(resolved, config.built_in(), corpora)
-    check_same_data(record, root / "data.json")
+    # The runs of other seeds in this work folder (one process per seed) prepare the same
+    # data: one at a time, so none reads a half-generated corpus or a half-written record.
+    with file_lock(str(root / "data.lock"), what=f"the data of the work folder {root}",
+                   timeout_s=DATA_WAIT_S):
+        resolved = prepare_corpora(data, config.built_in(), root / "data",
+                                   composite_validation=composite_validation)
+        record = data_record(resolved, config.built_in(), corpora)
+        check_same_data(record, root / "data.json")
     return resolved, record
 
 
@@ -859,7 +867,7 @@ def reproduce(config: ReproduceConfig, data: ReproduceData | None = None, *,
         step("evaluate")
     bar.close()
     report = _report(config, record, rows, per_seed, labels, time.perf_counter() - started)
-    (root / "report.json").write_text(json.dumps(report.model_dump(mode="json"), indent=2))
+    write_json(root / "report.json", report.model_dump(mode="json"))
     return report
 
 
@@ -996,5 +1004,5 @@ def domain_gap(config: ReproduceConfig, data: ReproduceData | None = None, *,
     report = DomainGapReport(config=config, data=record, per_seed=per_seed, mean=mean,
                              std=std, mse_ratio=ratio, seconds=time.perf_counter() - started,
                              table="\n".join(lines))
-    (root / "domain-gap.json").write_text(json.dumps(report.model_dump(mode="json"), indent=2))
+    write_json(root / "domain-gap.json", report.model_dump(mode="json"))
     return report

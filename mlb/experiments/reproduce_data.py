@@ -50,6 +50,7 @@ __all__ = [
     "check_same_data",
     "folder_digest",
     "prepare_corpora",
+    "write_json",
 ]
 
 CORPORA = ("matte", "natural", "validation", "composite_validation")
@@ -406,5 +407,13 @@ def check_same_data(record: DataRecord, path: Path) -> None:
                     f"{role} ({corpus.folders[role]}) has sha256 {digest[:12]} now, "
                     f"{before[:12]} then; give another --work")
             known.setdefault(name, {})[role] = digest
+    write_json(path, known)
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write ``value`` as indented JSON at ``path`` atomically (parents created): a reader,
+    another seed's run in the same work folder say, sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(known, indent=2) + "\n")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(partial, path)
