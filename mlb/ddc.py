@@ -31,6 +31,7 @@ The image is treated as a constant: no gradient flows into it (it is the network
 """
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -67,8 +68,10 @@ def window_for(side: int) -> int:
     return max(3, nearest_odd)
 
 
-def known_loss(pred_alpha: torch.Tensor, trimap: torch.Tensor) -> torch.Tensor:
-    """Mean of ``|alpha - trimap|`` over the known pixels of the whole batch.
+def known_loss(pred_alpha: torch.Tensor, trimap: torch.Tensor, *,
+               norm: Literal["l1", "mse"] = "l1") -> torch.Tensor:
+    """Mean of ``|alpha - trimap|`` (``norm`` "l1", method.md) or of ``(alpha - trimap)**2``
+    ("mse", our option) over the known pixels of the whole batch.
 
     Known pixels are trimap background (< 1/3, target 0) and foreground (>= 2/3, target 1),
     the reference's thresholds (85 and 170 of 255); with exact 0 / 0.5 / 1 trimaps this is
@@ -78,10 +81,15 @@ def known_loss(pred_alpha: torch.Tensor, trimap: torch.Tensor) -> torch.Tensor:
     Args:
         pred_alpha: ``(B, 1, H, W)`` floating in [0, 1].
         trimap: same shape; 0 background, 0.5 unknown, 1 foreground.
+        norm: "l1" (the paper's) or "mse": squared errors punish a soft value near the
+            trimap's edge far less than a confident wrong one, so a network that hedges an
+            uncertain edge position is not pushed to commit to the coarse mask's edge.
 
     Returns:
         Scalar tensor in ``pred_alpha``'s dtype, in [0, 1].
     """
+    if norm not in ("l1", "mse"):
+        raise ValueError(f"norm must be 'l1' or 'mse', got {norm!r}")
     if pred_alpha.shape != trimap.shape or pred_alpha.ndim != 4:
         raise ValueError(
             f"pred_alpha and trimap must share one (B, 1, H, W) shape, "
@@ -90,7 +98,8 @@ def known_loss(pred_alpha: torch.Tensor, trimap: torch.Tensor) -> torch.Tensor:
     background = trimap < 1.0 / 3.0
     foreground = trimap >= 2.0 / 3.0
     known = (background | foreground).to(pred_alpha.dtype)
-    error = (pred_alpha - foreground.to(pred_alpha.dtype)).abs() * known
+    difference = pred_alpha - foreground.to(pred_alpha.dtype)
+    error = (difference.abs() if norm == "l1" else difference.square()) * known
     return error.sum() / known.sum().clamp_min(1.0)
 
 
@@ -316,6 +325,7 @@ def ddc_total(
     window: int = 11,
     neighbours: int = 11,
     batch_chunk: int | None = None,
+    known_norm: Literal["l1", "mse"] = "l1",
 ) -> dict[str, torch.Tensor]:
     """``L = L_known + ddc_weight * L_DDC`` (method.md section 2) as named terms.
 
@@ -325,10 +335,11 @@ def ddc_total(
         trimap: ``(B, 1, H, W)``; 0 background, 0.5 unknown, 1 foreground.
         ddc_weight: weight of the DDC term (10 in the reference; ``LossConfig.ddc_weight``).
         window, neighbours, batch_chunk: passed to ``ddc_loss``.
+        known_norm: ``known_loss``'s norm ("l1" in the reference; ``LossConfig.ddc_known``).
 
     Returns:
         ``{"known", "ddc", "total"}``, scalar tensors; ``ddc`` is unweighted.
     """
-    known = known_loss(pred_alpha, trimap)
+    known = known_loss(pred_alpha, trimap, norm=known_norm)
     ddc = ddc_loss(image, pred_alpha, window=window, neighbours=neighbours, batch_chunk=batch_chunk)
     return {"known": known, "ddc": ddc, "total": known + ddc_weight * ddc}

@@ -6,6 +6,8 @@
 a tensor or a dict of named terms with ``total`` out, on the inputs' device and dtype.
 """
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
@@ -25,11 +27,18 @@ class LossConfig(FrozenConfig):
 
     boundary_weight: float = Field(default=0.01, ge=0.0)
     laplacian_levels: int = Field(default=5, ge=1)
+    alpha_norm: Literal["l1", "mse"] = "l1"
+    """Norm of ``matting_loss``'s per-pixel alpha term: "l1" (our recipe's, the usual one) or
+    "mse" (the trial of docs/science-notes.md section 2: an uncertain edge is hedged)."""
     ddc_weight: float = Field(default=10.0, ge=0.0)
     ddc_window: int = Field(default=11, ge=1)
     """Odd side of DDC's search window (11 in the reference, at 512 px crops)."""
     ddc_neighbours: int = Field(default=11, ge=1)
     """Candidates DDC keeps per pixel, the pixel itself included (11 in the reference)."""
+    ddc_known: Literal["l1", "mse"] = "l1"
+    """Norm of DDC's known-region loss: "l1" is the reference's; "mse" is our option, which
+    lets a network keep a soft ramp where the coarse mask's edge is uncertain
+    (``mlb.ddc.known_loss``; trials in docs/science-notes.md section 1)."""
 
     @model_validator(mode="after")
     def _ddc_window_fits(self) -> "LossConfig":
@@ -138,6 +147,7 @@ def matting_loss(
     true_boundary: torch.Tensor | None = None,
     boundary_weight: float = 0.01,
     laplacian_levels: int = 5,
+    alpha_norm: Literal["l1", "mse"] = "l1",
 ) -> dict[str, torch.Tensor]:
     """The teacher / student loss ``L1 + Laplacian + boundary_weight * BCE`` as named terms.
 
@@ -149,11 +159,15 @@ def matting_loss(
             cached ``blended_boundary``). Default: ``boundary_target(true_alpha)``.
         boundary_weight: lambda, 0.01 in the paper.
         laplacian_levels: pyramid levels of the Laplacian term.
+        alpha_norm: "l1", or "mse": the alpha term is then a mean squared error, named
+            ``"mse"`` in place of ``"l1"``.
 
     Returns:
         ``{"l1", "laplacian", "boundary_bce", "total"}``, scalar tensors; ``boundary_bce`` is
         unweighted, ``total = l1 + laplacian + boundary_weight * boundary_bce``.
     """
+    if alpha_norm not in ("l1", "mse"):
+        raise ValueError(f"alpha_norm must be 'l1' or 'mse', got {alpha_norm!r}")
     if true_boundary is None:
         true_boundary = boundary_target(true_alpha)
     _check_same_shape(
@@ -162,8 +176,8 @@ def matting_loss(
         true_alpha=true_alpha,
         true_boundary=true_boundary,
     )
-    l1 = F.l1_loss(pred_alpha, true_alpha)
+    per_pixel = (F.l1_loss if alpha_norm == "l1" else F.mse_loss)(pred_alpha, true_alpha)
     laplacian = laplacian_loss(pred_alpha, true_alpha, levels=laplacian_levels)
     bce = F.binary_cross_entropy_with_logits(pred_boundary_logit, true_boundary)
-    total = l1 + laplacian + boundary_weight * bce
-    return {"l1": l1, "laplacian": laplacian, "boundary_bce": bce, "total": total}
+    total = per_pixel + laplacian + boundary_weight * bce
+    return {alpha_norm: per_pixel, "laplacian": laplacian, "boundary_bce": bce, "total": total}

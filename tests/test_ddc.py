@@ -153,6 +153,30 @@ def test_known_loss_by_hand():
     assert known_loss(pred, trimap).item() == pytest.approx(0.3)
 
 
+def test_known_loss_in_mse_by_hand_and_its_gradient_fades_near_the_target():
+    pred = torch.tensor([[[[0.2, 0.9], [0.5, 0.4]]]], requires_grad=True)
+    trimap = torch.tensor([[[[0.0, 1.0], [0.5, 1.0]]]])
+    loss = known_loss(pred, trimap, norm="mse")
+    # known: 0.2 (target 0), 0.9 (target 1), 0.4 (target 1) -> (0.04 + 0.01 + 0.36) / 3
+    assert loss.item() == pytest.approx(0.41 / 3)
+    loss.backward()
+    # d/dp of (p - t)^2 / 3 is 2 (p - t) / 3: small near the target, unlike L1's constant 1/3
+    expected = torch.tensor([[[[0.4, -0.2], [0.0, -1.2]]]]) / 3
+    assert torch.allclose(pred.grad, expected)
+    with pytest.raises(ValueError, match="norm"):
+        known_loss(pred, trimap, norm="l2")  # type: ignore[arg-type]
+
+
+def test_ddc_total_takes_the_known_norm():
+    generator = torch.Generator().manual_seed(6)
+    image = torch.rand(1, 3, 9, 9, generator=generator)
+    alpha = torch.rand(1, 1, 9, 9, generator=generator)
+    trimap = torch.randint(0, 3, (1, 1, 9, 9), generator=generator) / 2
+    terms = ddc_total(image, alpha, trimap, known_norm="mse")
+    assert terms["known"].item() == pytest.approx(known_loss(alpha, trimap, norm="mse").item())
+    assert terms["known"].item() < known_loss(alpha, trimap).item()
+
+
 def test_known_loss_without_known_pixels_is_zero_with_a_gradient():
     pred = torch.rand(2, 1, 4, 4, requires_grad=True)
     loss = known_loss(pred, torch.full((2, 1, 4, 4), 0.5))

@@ -100,6 +100,19 @@ def test_matting_loss_terms_and_total():
     assert terms["total"].item() == pytest.approx(total.item())
 
 
+def test_matting_loss_alpha_term_in_mse_is_named_so():
+    torch.manual_seed(3)
+    pred, logit, true = torch.rand(1, 1, 8, 8), torch.randn(1, 1, 8, 8), torch.rand(1, 1, 8, 8)
+    terms = matting_loss(pred, logit, true, alpha_norm="mse")
+    assert set(terms) == {"mse", "laplacian", "boundary_bce", "total"}
+    assert terms["mse"].item() == pytest.approx(((pred - true) ** 2).mean().item())
+    l1 = matting_loss(pred, logit, true)
+    assert terms["total"].item() == pytest.approx(
+        (l1["total"] - l1["l1"] + terms["mse"]).item())
+    with pytest.raises(ValueError, match="alpha_norm"):
+        matting_loss(pred, logit, true, alpha_norm="l2")  # type: ignore[arg-type]
+
+
 def test_matting_loss_accepts_a_soft_boundary_target():
     logit = torch.zeros(1, 1, 8, 8)  # sigmoid 0.5 everywhere
     alpha = torch.full((1, 1, 8, 8), 0.5)

@@ -25,6 +25,9 @@ def test_every_trial_runs_and_prints_scores(tmp_path, capsys):
     assert (tmp_path / "work" / "trial" / "teacher-photographic-2.pt").is_file()
     ddc = _run(capsys, "ddc", *work, "--window", "3", "--kernels", "3", "4")
     assert ddc["result"]["natural"]["mse"] >= 0
+    fixed = _run(capsys, "ddc", *work, "--known", "mse", "--weight", "3", "--lr", "3e-4")
+    checkpoint = tmp_path / "work" / "trial" / "ddc-w11-k1-29-x3-2-mse-lr0.0003.pt"
+    assert fixed["result"]["natural"]["mse"] >= 0 and checkpoint.is_file()
     trimaps = _run(capsys, "trimaps", *work)
     shares = trimaps["result"]
     assert float(shares["29"]["unknown"]) >= float(shares["1"]["unknown"])

@@ -211,6 +211,23 @@ def test_ddc_trains_from_coarse_masks_alone(corpus, tmp_path):
     assert terms["total"] == pytest.approx(terms["known"] + 10 * terms["ddc"], rel=1e-5)
 
 
+def test_ddc_takes_the_known_loss_norm_and_the_consistency_weight(corpus, tmp_path, capsys):
+    out = tmp_path / "ddc.pt"
+    assert main(["train", "ddc", "--images", str(corpus.images), "--masks", str(corpus.masks),
+                 "--steps", "1", "--out", str(out), "--known-loss", "mse",
+                 "--consistency-weight", "3", *TINY_TRAIN_FLAGS]) == 0
+    checkpoint = read_checkpoint(out)
+    assert checkpoint.train_config["request"]["loss"]["ddc_known"] == "mse"
+    terms = {name: values[0] for name, values in checkpoint.history.items()}
+    assert terms["total"] == pytest.approx(terms["known"] + 3 * terms["ddc"], rel=1e-5)
+    capsys.readouterr()
+    assert main(["train", "ddc", "--images", str(corpus.images), "--masks", str(corpus.masks),
+                 "--steps", "1", "--out", str(tmp_path / "bad.pt"), "--consistency-weight",
+                 "-1", *TINY_TRAIN_FLAGS]) == 2
+    error = capsys.readouterr().err
+    assert "ddc_weight" in error and "Traceback" not in error
+
+
 # --------------------------------------------------------------------------- reproducibility
 
 

@@ -89,6 +89,11 @@ def _add_ddc(recipes: argparse._SubParsersAction) -> None:
     parser.add_argument("--masks", required=True, help="folder of coarse masks (same stems)")
     parser.add_argument("--init", default=None, help="start from this checkpoint's weights")
     parser.add_argument("--strong-aug", action="store_true", help="add colour augmentation")
+    parser.add_argument("--known-loss", choices=("l1", "mse"), default="l1",
+                        help="norm of the known-region loss: l1 (default, the paper's) or mse "
+                             "(keeps a soft edge where the mask's edge is uncertain)")
+    parser.add_argument("--consistency-weight", type=float, default=10.0,
+                        help="weight of the DDC term against the known loss (default 10)")
     _add_common(parser)
     parser.set_defaults(func=_run_ddc)
 
@@ -211,8 +216,12 @@ def _run_student(args: argparse.Namespace) -> int:
 def _run_ddc(args: argparse.Namespace) -> int:
     from mlb.train import DdcRequest, train_ddc
 
+    shared = _shared(args)
+    shared["loss"] = type(shared["loss"])(**{  # validated: a negative weight is refused
+        **shared["loss"].model_dump(), "ddc_known": args.known_loss,
+        "ddc_weight": args.consistency_weight})
     request = DdcRequest(images=args.images, masks=args.masks, init=args.init,
-                         strong_augment=args.strong_aug, **_shared(args))
+                         strong_augment=args.strong_aug, **shared)
     return _train("ddc", train_ddc, request, args)
 
 

@@ -1,9 +1,10 @@
 """Small controlled trials behind docs/science-notes.md (issue 15), rerunnable.
 
     python -m mlb.experiments.science_trials seg --preset cpu --steps 300
-    python -m mlb.experiments.science_trials teacher --preset cpu --steps 300 [--photographic]
+    python -m mlb.experiments.science_trials teacher --preset cpu --steps 300 [--photographic] \
+        [--alpha-norm mse]
     python -m mlb.experiments.science_trials ddc --preset cpu --steps 200 --window 11 \
-        --kernels 1 29 [--weight 10]
+        --kernels 1 29 [--weight 10] [--known mse] [--lr 3e-4]
     python -m mlb.experiments.science_trials trimaps --preset cpu
 
 All trials share one segmentation-only teacher (``seg``: mask pre-training with the preset's
@@ -52,33 +53,42 @@ def seg_teacher(config: ReproduceConfig, steps: int) -> Path:
     return pretrain_path(out)
 
 
-def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool) -> dict:
-    """Fine-tune the shared teacher on composites (plain or photographic) for ``steps``."""
+def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool,
+                  alpha_norm: str = "l1") -> dict:
+    """Fine-tune the shared teacher on composites (plain or photographic) for ``steps``, with
+    the alpha term of its loss in L1 (the recipe's) or MSE."""
     data = _data(config)
     name = "photographic" if photographic else "plain"
+    name += "" if alpha_norm == "l1" else f"-{alpha_norm}"
     checkpoint = Path(config.work) / "trial" / f"teacher-{name}-{steps}.pt"
     train_teacher(TeacherRequest(
         matte=data.matte, model=config.teacher_model, out=str(checkpoint),
         init=str(pretrain_path(Path(config.work) / "trial" / "base.pt")),
         train=config.train(steps, 0, lr=config.finetune_lr), augment=config.augment,
-        loss=config.loss, photographic_composites=photographic,
+        loss=config.loss.model_copy(update={"alpha_norm": alpha_norm}),
+        photographic_composites=photographic,
     ), resume=True, progress=False)
     return {"natural": _score(config, data, checkpoint),
             "composite": _score(config, data, checkpoint, domain="composite")}
 
 
 def ddc_trial(config: ReproduceConfig, steps: int, *, window: int, kernels: tuple[int, int],
-              weight: float) -> dict:
-    """DDC-only training from the shared teacher with one window / kernels / weight."""
+              weight: float, known: str = "l1", lr: float | None = None) -> dict:
+    """DDC-only training from the shared teacher with one window / kernels / weight / known
+    norm / peak learning rate (None: the preset's students' rate)."""
     data = _data(config)
     name = f"ddc-w{window}-k{kernels[0]}-{kernels[1]}-x{weight:g}-{steps}"
+    name += "" if known == "l1" else f"-{known}"
+    name += "" if lr is None else f"-lr{lr:g}"
     checkpoint = Path(config.work) / "trial" / f"{name}.pt"
     train_ddc(DdcRequest(
         images=data.natural_images, masks=data.natural_masks,
         model=config.teacher_model, out=str(checkpoint),
         init=str(pretrain_path(Path(config.work) / "trial" / "base.pt")),
-        train=config.train(steps, 0), augment=config.augment, trimap_kernel_range=kernels,
-        loss=LossConfig(ddc_weight=weight, ddc_window=window, ddc_neighbours=window),
+        train=config.train(steps, 0, lr=lr), augment=config.augment,
+        trimap_kernel_range=kernels,
+        loss=LossConfig(ddc_weight=weight, ddc_window=window, ddc_neighbours=window,
+                        ddc_known=known),
     ), resume=True, progress=False)
     return {"natural": _score(config, data, checkpoint)}
 
@@ -116,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=11)
     parser.add_argument("--kernels", type=int, nargs=2, default=(1, 29))
     parser.add_argument("--weight", type=float, default=10.0)
+    parser.add_argument("--known", choices=["l1", "mse"], default="l1")
+    parser.add_argument("--alpha-norm", choices=["l1", "mse"], default="l1")
+    parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -124,10 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.trial == "seg":
         result = {"natural": _score(config, _data(config), seg_teacher(config, args.steps))}
     elif args.trial == "teacher":
-        result = teacher_trial(config, args.steps, photographic=args.photographic)
+        result = teacher_trial(config, args.steps, photographic=args.photographic,
+                               alpha_norm=args.alpha_norm)
     elif args.trial == "ddc":
         result = ddc_trial(config, args.steps, window=args.window,
-                           kernels=tuple(args.kernels), weight=args.weight)
+                           kernels=tuple(args.kernels), weight=args.weight,
+                           known=args.known, lr=args.lr)
     else:
         result = trimap_errors(config)
     print(json.dumps({"trial": args.trial, **vars(args), "result": result,

@@ -65,10 +65,10 @@ class TrimapDataset(Dataset):
 def ddc_loss_terms(prediction: MattingOutput, batch: Batch, *, loss: LossConfig
                    ) -> dict[str, Tensor]:
     """``L_known + loss.ddc_weight * L_DDC`` on ``batch["image"]`` and ``batch["trimap"]``,
-    with ``loss``'s window and neighbour count."""
+    with ``loss``'s window, neighbour count and known-loss norm."""
     return ddc_total(batch["image"], prediction.alpha, batch["trimap"],
                      ddc_weight=loss.ddc_weight, window=loss.ddc_window,
-                     neighbours=loss.ddc_neighbours)
+                     neighbours=loss.ddc_neighbours, known_norm=loss.ddc_known)
 
 
 def ddc_dataset(request: DdcRequest) -> Dataset:

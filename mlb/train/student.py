@@ -71,7 +71,7 @@ def student_loss(prediction: MattingOutput, batch: Batch, *, loss: LossConfig,
         prediction.alpha, prediction.boundary_logit, batch["blended_alpha"],
         true_boundary=_boundary_target(batch, boundary_target),
         boundary_weight=loss.boundary_weight,
-        laplacian_levels=loss.laplacian_levels,
+        laplacian_levels=loss.laplacian_levels, alpha_norm=loss.alpha_norm,
     )
     if ddc_weight > 0:
         ddc = ddc_loss_terms(prediction, batch, loss=loss)

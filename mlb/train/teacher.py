@@ -59,6 +59,7 @@ def teacher_loss(prediction: MattingOutput, batch: Batch, *, loss: LossConfig
     return matting_loss(
         prediction.alpha, prediction.boundary_logit, batch["alpha"],
         boundary_weight=loss.boundary_weight, laplacian_levels=loss.laplacian_levels,
+        alpha_norm=loss.alpha_norm,
     )
 
 
