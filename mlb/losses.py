@@ -25,12 +25,12 @@ _BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
 class LossConfig(FrozenConfig):
     """Loss weights; the defaults are the paper's (boundary) and the DDC reference's (ddc)."""
 
-    boundary_weight: float = Field(default=0.01, ge=0.0)
+    boundary_weight: float = Field(default=0.01, ge=0.0, allow_inf_nan=False)
     laplacian_levels: int = Field(default=5, ge=1)
     alpha_norm: Literal["l1", "mse"] = "l1"
     """Norm of ``matting_loss``'s per-pixel alpha term: "l1" (our recipe's, the usual one) or
     "mse" (the trial of docs/science-notes.md section 2: an uncertain edge is hedged)."""
-    ddc_weight: float = Field(default=10.0, ge=0.0)
+    ddc_weight: float = Field(default=10.0, ge=0.0, allow_inf_nan=False)
     ddc_window: int = Field(default=11, ge=1)
     """Odd side of DDC's search window (11 in the reference, at 512 px crops)."""
     ddc_neighbours: int = Field(default=11, ge=1)

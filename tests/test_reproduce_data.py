@@ -320,7 +320,8 @@ def test_a_row_the_data_cannot_give_is_refused_before_training(tmp_path, human_s
     assert not list(work.rglob("*.pt"))
 
 
-def test_runs_of_other_seeds_in_one_work_folder_prepare_the_data_one_at_a_time(tmp_path):
+def test_runs_of_other_seeds_in_one_work_folder_prepare_the_data_one_at_a_time(tmp_path,
+                                                                                caplog):
     """One process per seed is the documented way to spread seeds over cores; they share the
     work folder's data. A run waits while another holds the data lock (no half-generated
     corpus is hashed, no half-written data.json read), then finds the data ready."""
@@ -330,6 +331,7 @@ def test_runs_of_other_seeds_in_one_work_folder_prepare_the_data_one_at_a_time(t
     from mlb.experiments.reproduce_data import ReproduceData
     from storage.locking import file_lock
 
+    caplog.set_level("INFO", logger="mlb.experiments.reproduce")
     config = PRESETS["tiny"].model_copy(update={"work": str(tmp_path / "work")})
     finished: list[object] = []
 
@@ -343,6 +345,7 @@ def test_runs_of_other_seeds_in_one_work_folder_prepare_the_data_one_at_a_time(t
         waiting.join(timeout=3)
         assert waiting.is_alive() and not finished
         assert not (tmp_path / "work" / "data").exists()
+        assert "waiting (up to 60 min) for another run to prepare the data" in caplog.text
     waiting.join(timeout=120)
     assert len(finished) == 1
     record = json.loads((tmp_path / "work" / "data.json").read_text())
@@ -350,3 +353,51 @@ def test_runs_of_other_seeds_in_one_work_folder_prepare_the_data_one_at_a_time(t
     assert not list((tmp_path / "work").glob("*.partial"))
     prepare()  # the second seed's run: same data, same record
     assert json.loads((tmp_path / "work" / "data.json").read_text()) == record
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '{"natural": 1}', '{"natural": {"images": 5}}'])
+def test_a_data_record_of_the_wrong_shape_is_one_line(tmp_path, capsys, content):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data.json").write_text(content)
+    assert main(["reproduce", "paper", "--preset", "tiny", "--work", str(work), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("remove it if the work folder's data are what this run reads"), error
+    assert "not a data record" in error and len(error.splitlines()) == 1
+    assert (work / "data.json").read_text() == content  # kept for the user to look at
+
+
+@pytest.mark.parametrize("obstacle", ["data.json", "data.lock"])
+def test_a_folder_where_the_work_folders_files_belong_is_named(tmp_path, capsys, obstacle):
+    work = tmp_path / "work"
+    (work / obstacle).mkdir(parents=True)
+    assert main(["reproduce", "paper", "--preset", "tiny", "--work", str(work), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith(f"{work / obstacle}; a folder is where a file is expected: give a "
+                          "file path"), error
+    assert "--store" not in error and not list(work.glob("*.partial"))
+
+
+def test_reports_written_together_by_two_processes_never_collide(tmp_path):
+    """Seeds' runs in one work folder finish at any time; each writes report.json."""
+    import multiprocessing
+
+    from mlb.experiments.reproduce_data import write_json
+
+    path = tmp_path / "report.json"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        pool.starmap(_write_many, [(str(path), 0), (str(path), 1)])
+    assert json.loads(path.read_text())["writer"] in (0, 1)
+    assert not list(tmp_path.glob("*.partial"))
+    write_json(path, {"writer": 2})
+    assert json.loads(path.read_text()) == {"writer": 2}
+
+
+def _write_many(path: str, writer: int) -> None:
+    from pathlib import Path
+
+    from mlb.experiments.reproduce_data import write_json
+
+    for _ in range(200):
+        write_json(Path(path), {"writer": writer})

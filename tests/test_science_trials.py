@@ -57,3 +57,15 @@ def test_the_cpu256_plan_is_the_sized_one(capsys):
 def test_bad_ddc_settings_fail_before_any_training(settings, message):
     with pytest.raises(ValueError, match=message):
         ReproduceConfig(**settings)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("ddc",), "run the 'seg' trial first"),
+    (("teacher", "--alpha-norm", "mse"), "run the 'seg' trial first"),
+])
+def test_a_trial_without_its_base_is_one_line(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--preset", "tiny", "--work", str(tmp_path / "work"), "--steps", "1"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1, error

@@ -222,10 +222,17 @@ def test_ddc_takes_the_known_loss_norm_and_the_consistency_weight(corpus, tmp_pa
     assert terms["total"] == pytest.approx(terms["known"] + 3 * terms["ddc"], rel=1e-5)
     capsys.readouterr()
     assert main(["train", "ddc", "--images", str(corpus.images), "--masks", str(corpus.masks),
-                 "--steps", "1", "--out", str(tmp_path / "bad.pt"), "--consistency-weight",
-                 "-1", *TINY_TRAIN_FLAGS]) == 2
+                 "--steps", "2", "--out", str(out), "--resume", *TINY_TRAIN_FLAGS]) == 2
     error = capsys.readouterr().err
-    assert "ddc_weight" in error and "Traceback" not in error
+    assert "differing request fields: loss.ddc_known, loss.ddc_weight, train.steps" in error
+    assert "--overwrite" in error
+    for weight in ("-1", "inf", "nan"):
+        assert main(["train", "ddc", "--images", str(corpus.images), "--masks",
+                     str(corpus.masks), "--steps", "1", "--out", str(tmp_path / "bad.pt"),
+                     "--consistency-weight", weight, *TINY_TRAIN_FLAGS]) == 2
+        error = capsys.readouterr().err
+        assert "ddc_weight" in error and "Traceback" not in error, error
+    assert not (tmp_path / "bad.pt").exists()
 
 
 # --------------------------------------------------------------------------- reproducibility
@@ -290,7 +297,8 @@ def test_resume_refuses_another_request_and_fresh_runs_refuse_to_overwrite(label
                            augment=TINY_AUGMENT)
     train_student(first, stop_at_step=1, progress=False)
     other = first.model_copy(update={"train": tiny_train(2, seed=5)})
-    with pytest.raises(ValueError, match=r"cannot resume .*differing request fields: train"):
+    with pytest.raises(ValueError, match=r"cannot resume .*\(differing request fields: "
+                                         r"train\.seed\); start again over it"):
         train_student(other, resume=True, progress=False)
     with pytest.raises(ValueError, match="exists; pass resume"):
         train_student(first, progress=False)

@@ -84,7 +84,7 @@ def _add_student(recipes: argparse._SubParsersAction) -> None:
 
 
 def _add_ddc(recipes: argparse._SubParsersAction) -> None:
-    parser = recipes.add_parser("ddc", help="known loss + 10 x DDC from coarse masks alone")
+    parser = recipes.add_parser("ddc", help="known loss + W x DDC from coarse masks alone")
     parser.add_argument("--images", required=True, help="folder of photos")
     parser.add_argument("--masks", required=True, help="folder of coarse masks (same stems)")
     parser.add_argument("--init", default=None, help="start from this checkpoint's weights")

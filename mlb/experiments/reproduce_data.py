@@ -392,12 +392,19 @@ def check_same_data(record: DataRecord, path: Path) -> None:
     reused silently, so the run stops and names the folder.
     """
     known: dict[str, dict[str, str]] = {}
-    if path.is_file():
+    if path.exists():
         try:
             known = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{path}: not a data record ({error}); remove it if the work "
                              "folder's data are what this run reads") from None
+        shape_ok = isinstance(known, dict) and all(
+            isinstance(roles, dict) and all(isinstance(digest, str) for digest in roles.values())
+            for roles in known.values())
+        if not shape_ok:
+            raise ValueError(f"{path}: not a data record (not a mapping of corpus -> role -> "
+                             "sha256); remove it if the work folder's data are what this "
+                             "run reads")
     for name, corpus in record.corpora.items():
         for role, digest in corpus.sha256.items():
             before = known.get(name, {}).get(role)
@@ -414,6 +421,10 @@ def write_json(path: Path, value: object) -> None:
     """Write ``value`` as indented JSON at ``path`` atomically (parents created): a reader,
     another seed's run in the same work folder say, sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(partial, path)
+    # One partial file per process: two seeds' runs finishing together never share one.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(value, indent=2) + "\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

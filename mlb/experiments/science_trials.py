@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlb.cli.errors import error_line
 from mlb.data.imageio import read_alpha, read_mask
 from mlb.data.trimap import erode_trimap
 from mlb.experiments.reproduce import PRESETS, ReproduceConfig, _score
@@ -53,6 +54,15 @@ def seg_teacher(config: ReproduceConfig, steps: int) -> Path:
     return pretrain_path(out)
 
 
+def _base(config: ReproduceConfig) -> Path:
+    """The shared segmentation-only teacher, which ``seg`` trains first."""
+    base = pretrain_path(Path(config.work) / "trial" / "base.pt")
+    if not base.is_file():
+        raise ValueError(f"{base} does not exist: run the 'seg' trial first with the same "
+                         "--preset and --work")
+    return base
+
+
 def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool,
                   alpha_norm: str = "l1") -> dict:
     """Fine-tune the shared teacher on composites (plain or photographic) for ``steps``, with
@@ -63,7 +73,7 @@ def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool,
     checkpoint = Path(config.work) / "trial" / f"teacher-{name}-{steps}.pt"
     train_teacher(TeacherRequest(
         matte=data.matte, model=config.teacher_model, out=str(checkpoint),
-        init=str(pretrain_path(Path(config.work) / "trial" / "base.pt")),
+        init=str(_base(config)),
         train=config.train(steps, 0, lr=config.finetune_lr), augment=config.augment,
         loss=config.loss.model_copy(update={"alpha_norm": alpha_norm}),
         photographic_composites=photographic,
@@ -84,7 +94,7 @@ def ddc_trial(config: ReproduceConfig, steps: int, *, window: int, kernels: tupl
     train_ddc(DdcRequest(
         images=data.natural_images, masks=data.natural_masks,
         model=config.teacher_model, out=str(checkpoint),
-        init=str(pretrain_path(Path(config.work) / "trial" / "base.pt")),
+        init=str(_base(config)),
         train=config.train(steps, 0, lr=lr), augment=config.augment,
         trimap_kernel_range=kernels,
         loss=LossConfig(ddc_weight=weight, ddc_window=window, ddc_neighbours=window,
@@ -134,6 +144,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     config = PRESETS[args.preset].model_copy(update={"work": args.work})
     started = time.perf_counter()
+    try:
+        result = _run(args, config)
+    except ValueError as error:  # a missing base, a bad setting: one line, no traceback
+        parser.exit(2, f"{parser.prog}: error: {error_line(error)}\n")
+    print(json.dumps({"trial": args.trial, **vars(args), "result": result,
+                      "seconds": round(time.perf_counter() - started, 1)}))
+
+
+def _run(args: argparse.Namespace, config: ReproduceConfig) -> dict:
     if args.trial == "seg":
         result = {"natural": _score(config, _data(config), seg_teacher(config, args.steps))}
     elif args.trial == "teacher":
@@ -145,8 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                            known=args.known, lr=args.lr)
     else:
         result = trimap_errors(config)
-    print(json.dumps({"trial": args.trial, **vars(args), "result": result,
-                      "seconds": round(time.perf_counter() - started, 1)}))
+    return result
 
 
 if __name__ == "__main__":

@@ -292,13 +292,22 @@ def _check_same_run(checkpoint: Checkpoint, run: RunRecord) -> None:
                                      run.request_defaults))
     wanted = _outcome(_with_defaults(run.request, run.request_defaults))
     if checkpoint.kind != run.kind or stored != wanted:
-        keys = sorted(set(stored) | set(wanted))
-        differing = [key for key in keys if stored.get(key) != wanted.get(key)]
+        kinds = ("" if checkpoint.kind == run.kind
+                 else f"kind {checkpoint.kind!r} vs {run.kind!r}; ")
         raise ValueError(
-            f"cannot resume {run.out}: it was written by another run "
-            f"(kind {checkpoint.kind!r} vs {run.kind!r}; differing request fields: "
-            f"{', '.join(differing) or 'none'}); pass overwrite to start again"
+            f"cannot resume {run.out}: it was written by another run ({kinds}differing "
+            f"request fields: {', '.join(_differing(stored, wanted)) or 'none'}); start again "
+            "over it (mlb train --overwrite) or write elsewhere (another --out or --work)"
         )
+
+
+def _differing(stored: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ, down to the innermost dict (``loss.ddc_known``)."""
+    if not (isinstance(stored, dict) and isinstance(wanted, dict)):
+        return [prefix] if stored != wanted and prefix else []
+    return [name for key in sorted(set(stored) | set(wanted))
+            for name in _differing(stored.get(key), wanted.get(key),
+                                   f"{prefix}.{key}" if prefix else key)]
 
 
 def _check_same_global_batch(checkpoint: Checkpoint, run: RunRecord, global_batch: int) -> None:
