@@ -297,7 +297,8 @@ def _check_same_run(checkpoint: Checkpoint, run: RunRecord) -> None:
         raise ValueError(
             f"cannot resume {run.out}: it was written by another run ({kinds}differing "
             f"request fields: {', '.join(_differing(stored, wanted)) or 'none'}); start again "
-            "over it (mlb train --overwrite) or write elsewhere (another --out or --work)"
+            "over it (mlb train --overwrite, or remove the file) or write elsewhere (another "
+            "--out or --work)"
         )
 
 
