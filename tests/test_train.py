@@ -218,6 +218,9 @@ def test_ddc_takes_the_known_loss_norm_and_the_consistency_weight(corpus, tmp_pa
                  "--consistency-weight", "3", *TINY_TRAIN_FLAGS]) == 0
     checkpoint = read_checkpoint(out)
     assert checkpoint.train_config["request"]["loss"]["ddc_known"] == "mse"
+    assert main(["checkpoint", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "init:          none" in shown, shown  # fresh weights, not "not recorded"
     terms = {name: values[0] for name, values in checkpoint.history.items()}
     assert terms["total"] == pytest.approx(terms["known"] + 3 * terms["ddc"], rel=1e-5)
     capsys.readouterr()

@@ -36,8 +36,10 @@ logger = logging.getLogger(__name__)
 
 def run_lineage(*, init: str | None, store: str | None = None,
                 version: LabelVersion | None = None) -> dict[str, Any]:
-    """The ``lineage`` a run's checkpoint carries (plain JSON)."""
-    lineage: dict[str, Any] = {}
+    """The ``lineage`` a run's checkpoint carries (plain JSON). A run from fresh weights
+    records ``"init": None``, so it reads "none", not "not recorded" as a checkpoint written
+    before lineage was kept (no ``lineage`` key at all)."""
+    lineage: dict[str, Any] = {"init": None}
     if version is not None and store is not None:
         teacher = LabelVersionMetadata.parse(version.metadata).teacher
         lineage.update(store=store_location(store), label_version=version.version_id,
@@ -60,7 +62,7 @@ def record_training(lineage: dict[str, Any], *, checkpoint: str | os.PathLike[st
         "label_version": lineage["label_version"],
         "checkpoint": os.path.abspath(checkpoint),
         "kind": kind, "model": model, "steps": steps,
-        "init_sha256": lineage.get("init", {}).get("sha256"),
+        "init_sha256": (lineage.get("init") or {}).get("sha256"),
         "teacher_sha256": lineage["teacher"]["sha256"],
         "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
