@@ -221,6 +221,7 @@ def test_ddc_takes_the_known_loss_norm_and_the_consistency_weight(corpus, tmp_pa
     assert main(["checkpoint", "show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "init:          none" in shown, shown  # fresh weights, not "not recorded"
+    assert "loss:          ddc_known mse, ddc_weight 3.0" in shown, shown
     terms = {name: values[0] for name, values in checkpoint.history.items()}
     assert terms["total"] == pytest.approx(terms["known"] + 3 * terms["ddc"], rel=1e-5)
     capsys.readouterr()

@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from mlb.losses import LossConfig
     from mlb.models import ModelOptions
     from mlb.train.lineage import describe_checkpoint
 
@@ -52,6 +53,9 @@ def run_show(args: argparse.Namespace) -> int:
                if defaults.get(name, object()) != value}
     network = info.network["name"] + (f" {json.dumps(options, sort_keys=True)}"
                                       if options else "")
+    loss_defaults = LossConfig().model_dump(mode="json")
+    loss = ", ".join(f"{name} {value}" for name, value in sorted(info.loss.items())
+                     if loss_defaults.get(name, object()) != value) or "defaults"
     planned = f" of {info.planned_steps}" if info.planned_steps else ""
     store = info.store or "-"
     if info.store and not info.store_is_absolute:
@@ -59,7 +63,7 @@ def run_show(args: argparse.Namespace) -> int:
     metrics = ", ".join(f"{name} {'-' if value is None else f'{value:.6g}'}"
                         for name, value in sorted(info.metrics.items())) or "-"
     rows = [("checkpoint", f"{info.path}  sha256 {info.sha256}"), ("kind", info.kind),
-            ("network", network), ("steps", f"{info.steps}{planned}"),
+            ("network", network), ("steps", f"{info.steps}{planned}"), ("loss", loss),
             ("label version", info.label_version or "-"), ("store", store),
             ("init", source(info.init)), ("teacher", source(info.teacher)),
             ("EMA weights", "yes" if info.ema_weights else "no"), ("metrics", metrics),

@@ -111,6 +111,8 @@ class CheckpointInfo(BaseModel):
     mlb_version: str | None
     lineage_recorded: bool
     """False for checkpoints written before lineage was kept: hashes are then unknown."""
+    loss: dict[str, Any] = Field(default_factory=dict)
+    """The run's loss settings (``LossConfig`` fields) as its request recorded them."""
 
 
 def describe_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
@@ -132,7 +134,8 @@ def describe_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
             teacher=lineage.get("teacher"), ema_weights=checkpoint.ema_state_dict is not None,
             metrics={str(name): _finite(value) for name, value in checkpoint.metrics.items()},
             world_size=config.get("world_size"), mlb_version=config.get("mlb_version"),
-            lineage_recorded=bool(lineage))
+            lineage_recorded=bool(lineage),
+            loss=request.get("loss") if isinstance(request.get("loss"), dict) else {})
     except ValidationError as error:
         problem = error.errors()[0]
         where = ".".join(str(part) for part in problem["loc"])
