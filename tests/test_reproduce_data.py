@@ -329,7 +329,7 @@ def test_runs_of_other_seeds_in_one_work_folder_prepare_the_data_one_at_a_time(t
 
     from mlb.experiments.reproduce import _prepare
     from mlb.experiments.reproduce_data import ReproduceData
-    from storage.locking import file_lock
+    from mlb.labels.store import file_lock
 
     caplog.set_level("INFO", logger="mlb.experiments.reproduce")
     config = PRESETS["tiny"].model_copy(update={"work": str(tmp_path / "work")})

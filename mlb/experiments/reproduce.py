@@ -69,6 +69,7 @@ from mlb.experiments.reproduce_networks import network_rows, train_network_rows
 from mlb.labels.relabel import relabel
 from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.labels.score import score_label_version
+from mlb.labels.store import VersionLocked, file_lock
 from mlb.losses import LossConfig
 from mlb.train import (
     DdcRequest,
@@ -80,8 +81,6 @@ from mlb.train import (
     train_teacher,
 )
 from mlb.train.teacher import pretrain_path
-from storage.errors import VersionLocked
-from storage.locking import file_lock
 
 __all__ = [
     "PRESETS",

@@ -2,7 +2,8 @@
 
 Callers outside :mod:`mlb.labels` import the store, its records and its errors from here, so
 that a change of storage (a new backend, a new integrity check) has one place to land.
-It also holds the one check that a corpus file still has the bytes a version was made from.
+It also holds the one check that a corpus file still has the bytes a version was made from,
+and lends the store's flock (``file_lock``) to other files that concurrent runs share.
 No torch: the CLI's listing commands import this without the network code.
 """
 
@@ -18,11 +19,13 @@ from storage import (
     LabelVersion,
     VerifyReport,
     VersionInfo,
+    VersionLocked,
     VersionNotFound,
     file_sha256,
 )
 from storage.labelstore import VERSION_PROBLEMS
 from storage.layout import check_store_url
+from storage.locking import file_lock
 
 __all__ = [
     "VERSION_PROBLEMS",
@@ -33,9 +36,11 @@ __all__ = [
     "LabelVersion",
     "VerifyReport",
     "VersionInfo",
+    "VersionLocked",
     "VersionNotFound",
     "check_file_hash",
     "existing_store",
+    "file_lock",
     "file_sha256",
     "store_location",
     "store_uri",
