@@ -40,6 +40,7 @@ from mlb.data.corpus import (
 )
 from mlb.data.imageio import BadSample, read_alpha, read_image, read_mask
 from mlb.data.synth import make_composite_corpus, make_natural_corpus
+from mlb.fileio import write_text_atomically
 from mlb.train.config import PathText
 
 __all__ = [
@@ -419,12 +420,7 @@ def check_same_data(record: DataRecord, path: Path) -> None:
 
 def write_json(path: Path, value: object) -> None:
     """Write ``value`` as indented JSON at ``path`` atomically (parents created): a reader,
-    another seed's run in the same work folder say, sees the old file or the new one."""
+    another seed's run in the same work folder say, sees the old file or the new one. A value
+    that is not JSON raises before anything is written (``mlb.fileio``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # One partial file per process: two seeds' runs finishing together never share one.
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_text(json.dumps(value, indent=2) + "\n")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_text_atomically(path, json.dumps(value, indent=2) + "\n")

@@ -10,11 +10,11 @@ recorded for torchrun with this process's rank (:func:`mlb.train.distributed.rec
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlb.fileio import write_text_atomically
 from mlb.train import RECIPES
 from mlb.train.config import TrainSummary
 from mlb.train.distributed import record_failure, world_from_environment
@@ -22,9 +22,8 @@ from mlb.train.launch import REQUEST_TYPES
 
 
 def _write_summary(summary: TrainSummary, path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(summary.model_dump_json(), encoding="utf-8")
-    os.replace(partial, path)
+    """The summary as compact JSON, replaced whole: the launcher never reads a torn one."""
+    write_text_atomically(path, summary.model_dump_json())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
