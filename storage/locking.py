@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from storage.errors import VersionLocked
@@ -28,15 +28,21 @@ _POLL_S = (0.02, 0.5)  # first and longest wait between attempts
 
 
 @contextlib.contextmanager
-def file_lock(path: str, *, what: str, timeout_s: float) -> Iterator[None]:
+def file_lock(path: str, *, what: str, timeout_s: float,
+              on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` (created) for the ``with`` body.
 
     Waits up to ``timeout_s`` seconds for another holder, then raises ``VersionLocked``
     naming ``what`` (e.g. "shard 3 of version v-1234") and the holder.
+
+    ``on_wait`` (e.g. a "waiting for another run" notice) is called once, just before the
+    first wait, and only when another holder has the lock and ``timeout_s`` allows a wait:
+    never when the lock is free, never with ``timeout_s`` 0. An exception it raises ends the
+    attempt (the lock is not taken) and propagates.
     """
     handle = _open_lock_file(path)
     try:
-        _acquire(handle, what=what, timeout_s=timeout_s)
+        _acquire(handle, what=what, timeout_s=timeout_s, on_wait=on_wait)
         try:
             # The holder line only helps a waiting writer name us; a full or read-only disk
             # must fail on the writes that matter, with their own path, not here.
@@ -68,7 +74,8 @@ def _open_lock_file(path: str) -> TextIO:
     raise FileNotFoundError(f"cannot create lock file {path}: its folder keeps disappearing")
 
 
-def _acquire(handle: TextIO, *, what: str, timeout_s: float) -> None:
+def _acquire(handle: TextIO, *, what: str, timeout_s: float,
+             on_wait: Callable[[], None] | None) -> None:
     deadline = time.monotonic() + timeout_s
     pause = _POLL_S[0]
     while True:
@@ -81,6 +88,9 @@ def _acquire(handle: TextIO, *, what: str, timeout_s: float) -> None:
                     f"{what} is locked by {read_holder(handle.name)} (waited {timeout_s:g} s); "
                     "another writer is working on it: wait for it or stop it"
                 ) from None
+            if on_wait is not None:
+                on_wait()
+                on_wait = None  # once per acquisition, however many polls follow
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(2 * pause, _POLL_S[1])
 

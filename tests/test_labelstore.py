@@ -533,6 +533,69 @@ def test_open_draft_while_locked_names_the_holder_and_dies_with_it(tmp_path):
     assert store.open_draft(version_id, manifest=manifest, metadata={}).shard_count == 1
 
 
+@pytest.fixture
+def held_lock(tmp_path):
+    """A lock file held by another process (the HOLDER script) until the test kills it."""
+    path = tmp_path / "locks" / "held.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)],
+                              stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield path, holder
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_on_wait_is_called_once_while_another_process_holds_the_lock(held_lock):
+    """The waiting notice is said once, however many polls the wait takes, and the lock is
+    taken as soon as the holder dies."""
+    import threading
+
+    from storage.locking import file_lock
+
+    path, holder = held_lock
+    calls: list[float] = []
+    killer = threading.Timer(1.0, holder.send_signal, args=(signal.SIGKILL,))
+    started = time.monotonic()
+    killer.start()
+    try:
+        with file_lock(str(path), what="test", timeout_s=30,
+                       on_wait=lambda: calls.append(time.monotonic())):
+            held_for = time.monotonic() - started
+    finally:
+        killer.cancel()
+    assert len(calls) == 1 and calls[0] - started < 0.5  # before the first wait, not after
+    assert held_for >= 0.9  # the body ran only once the holder was gone
+
+
+def test_on_wait_is_never_called_for_a_free_lock(tmp_path):
+    from storage.locking import file_lock
+
+    calls: list[None] = []
+    for _ in range(2):  # a lock file left by an earlier holder is free too
+        with file_lock(str(tmp_path / "free.lock"), what="test", timeout_s=5,
+                       on_wait=lambda: calls.append(None)):
+            pass
+    assert calls == []
+
+
+@pytest.mark.parametrize(("timeout_s", "expected_calls"), [(0.3, 1), (0, 0)])
+def test_a_lock_held_past_the_timeout_still_raises_after_on_wait(held_lock, timeout_s,
+                                                                 expected_calls):
+    """A timeout raises VersionLocked naming the holder, as without ``on_wait``; with no
+    time to wait (``timeout_s`` 0) there is no wait to announce."""
+    from storage.locking import file_lock
+
+    path, holder = held_lock
+    calls: list[None] = []
+    locked = pytest.raises(VersionLocked, match=rf"test is locked by .*\"pid\": {holder.pid}")
+    with locked, file_lock(str(path), what="test", timeout_s=timeout_s,
+                           on_wait=lambda: calls.append(None)):
+        pytest.fail("the body ran without the lock")
+    assert len(calls) == expected_calls
+
+
 READER = r'''
 import hashlib, pickle, sys
 version = pickle.loads(sys.stdin.buffer.read())

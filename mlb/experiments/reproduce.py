@@ -69,7 +69,7 @@ from mlb.experiments.reproduce_networks import network_rows, train_network_rows
 from mlb.labels.relabel import relabel
 from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.labels.score import score_label_version
-from mlb.labels.store import VersionLocked, file_lock
+from mlb.labels.store import file_lock
 from mlb.losses import LossConfig
 from mlb.train import (
     DdcRequest,
@@ -837,18 +837,13 @@ def _data_lock(root: Path) -> Iterator[None]:
     # A read-only work folder, or a folder where the lock file belongs, fails here, named.
     root.mkdir(parents=True, exist_ok=True)
     path.open("a").close()
-    acquired = False
-    try:
-        with file_lock(str(path), what=what, timeout_s=0):
-            acquired = True
-            yield
-    except VersionLocked:
-        if acquired:
-            raise
+
+    def say_waiting() -> None:
         logger.info("waiting (up to %.0f min) for another run to prepare %s", DATA_WAIT_S / 60,
                     what)
-        with file_lock(str(path), what=what, timeout_s=DATA_WAIT_S):
-            yield
+
+    with file_lock(str(path), what=what, timeout_s=DATA_WAIT_S, on_wait=say_waiting):
+        yield
 
 
 def _prepare(config: ReproduceConfig, data: ReproduceData, corpora: tuple[str, ...], *,
