@@ -154,6 +154,9 @@ def test_rows_are_checked_against_the_preset_and_shape_the_plan(capsys):
                if line.startswith("| 0 |")}
     assert planned == {"seg_teacher", "teacher", "oracle", "modnet_teacher", "modnet_mlb"}
     config = PRESETS["cpu256"].model_copy(update={"rows": ("no_ema",)})
+    assert {run.row for run in plan(config)} == {"seg_teacher", "teacher", "no_ema"}
+    # Students of another network than the teacher's start from their own pre-training.
+    config = config.model_copy(update={"teacher_model": "unet_r18"})
     assert {run.row for run in plan(config)} == {"seg_teacher", "teacher", "student-init",
                                                  "no_ema"}
     assert main(["reproduce", "paper", "--preset", "cpu256", "--plan",

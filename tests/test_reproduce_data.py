@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -275,8 +276,36 @@ def test_a_work_folder_of_another_presets_built_in_data_is_refused(tmp_path, cap
     assert main(["reproduce", "paper", "--preset", "cpu", "--work", str(tmp_path / "work"),
                  "--quiet"]) == 2
     error = capsys.readouterr().err.strip()
-    assert "was generated with {'count': 8, 'size': 48, 'seed': 0}" in error, error
-    assert "this preset needs {'count': 120, 'size': 96, 'seed': 0}" in error
+    assert ("was generated with {'count': 8, 'size': 48, 'seed': 0, 'backgrounds': "
+            "'patterns'}") in error, error
+    assert "this preset needs {'count': 120, 'size': 96, 'seed': 0, 'backgrounds'" in error
+
+
+def test_the_composite_background_pool_is_part_of_the_built_in_data(tmp_path):
+    from mlb.experiments.reproduce_data import ReproduceData, prepare_corpora
+
+    tiny = PRESETS["tiny"]
+    scenes = tiny.model_copy(update={"composite_backgrounds": "scenes"})
+    assert "composite_backgrounds" not in tiny.built_in()  # earlier records stay equal
+    assert scenes.built_in()["composite_backgrounds"] == "scenes"
+    root = tmp_path / "data"
+    corpora = prepare_corpora(ReproduceData(), scenes.built_in(), root,
+                              composite_validation=True)
+    for folder in (corpora.matte, root / "composite-validation"):
+        assert json.loads((Path(folder) / "synth.json").read_text())["backgrounds"] == "scenes"
+    with pytest.raises(ValueError, match=r"'backgrounds': 'scenes'\}, this preset needs .*"
+                                         r"'backgrounds': 'patterns'\}"):
+        prepare_corpora(ReproduceData(), tiny.built_in(), root, composite_validation=False)
+    # A manifest written before pools existed is a "patterns" corpus, reused as one.
+    old = tmp_path / "old"
+    prepare_corpora(ReproduceData(), tiny.built_in(), old, composite_validation=False)
+    manifest = old / "composite" / "synth.json"
+    record = json.loads(manifest.read_text())
+    del record["backgrounds"]
+    manifest.write_text(json.dumps(record))
+    prepare_corpora(ReproduceData(), tiny.built_in(), old, composite_validation=False)
+    with pytest.raises(ValueError, match=r"'backgrounds': 'patterns'\}, this preset needs"):
+        prepare_corpora(ReproduceData(), scenes.built_in(), old, composite_validation=False)
 
 
 def _photos_with_masks(root, human_seg_290, count):

@@ -45,9 +45,9 @@ def test_the_cpu256_plan_is_the_sized_one(capsys):
     # The preset's sizing (docs/science-notes.md section 3) multiplies these step counts.
     assert cli(["reproduce", "paper", "--preset", "cpu256", "--plan"]) == 0
     printed = capsys.readouterr().out
-    assert "| 0 | teacher | teacher | unet_r18 | 400 |" in printed
-    assert "| 0 | oracle | oracle | unet_r18_w05 | 200 |" in printed
-    assert "42 runs, 6900 training steps." in printed
+    assert "| 0 | teacher | teacher | unet_r18_w05 | 800 |" in printed
+    assert "| 0 | oracle | oracle | unet_r18_w05 | 400 | 0.001 | teacher |" in printed
+    assert "39 runs, 12600 training steps." in printed
 
 
 @pytest.mark.parametrize("settings, message", [

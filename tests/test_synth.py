@@ -41,7 +41,8 @@ def test_composite_layout_reads_back(corpora):
     assert read_alpha(scan.samples[0].alpha_path, size=image.shape[:2]).shape == (SIZE, SIZE)
     record = json.loads((root / "matte/synth.json").read_text())
     assert record == {"generator": "mlb.data.synth", "version": synth.GENERATOR_VERSION,
-                      "domain": "composite", "count": 4, "size": SIZE, "seed": 7}
+                      "domain": "composite", "count": 4, "size": SIZE, "seed": 7,
+                      "backgrounds": "patterns"}
 
 
 def test_natural_layout_reads_back(corpora):
@@ -173,3 +174,46 @@ def test_composite_images_form_a_validation_set(tmp_path):
     image = read_image(tmp_path / "images" / f"{stem}.png").astype(np.float32)
     assert np.abs(image - expected).max() <= 1.0  # alpha stored as 8-bit
     assert np.abs(image - background).max() > 50  # a person is really there
+
+
+def test_scene_backgrounds_keep_the_people_and_change_only_the_pool(tmp_path):
+    # --backgrounds scenes: the same foregrounds and alphas, another pool, recorded.
+    patterns, scenes = tmp_path / "patterns", tmp_path / "scenes"
+    assert main(["synth", "composite", "--out", str(patterns), "--count", "3", "--size",
+                 str(SIZE), "--seed", "7", "--quiet"]) == 0
+    assert main(["synth", "composite", "--out", str(scenes), "--count", "3", "--size",
+                 str(SIZE), "--seed", "7", "--backgrounds", "scenes", "--quiet"]) == 0
+    first, second = file_bytes(patterns), file_bytes(scenes)
+    for name in first:
+        if name.startswith(("fg/", "alpha/")):
+            assert first[name] == second[name], name
+        elif name.startswith("bg/"):
+            assert first[name] != second[name], name
+    assert json.loads((scenes / "synth.json").read_text())["backgrounds"] == "scenes"
+    assert file_bytes(scenes) == file_bytes(synth.make_composite_corpus(
+        tmp_path / "again", count=3, size=SIZE, seed=7, backgrounds="scenes").out_dir)
+
+
+def test_scene_plates_look_like_the_natural_domains_backgrounds():
+    # Natural scenes are smooth (defocused, no person), not the patterns' hard stripes: the
+    # mean gradient of a plate is far below a pattern background's on average.
+    def roughness(image):
+        grey = image.astype(np.float32).mean(axis=2)
+        return float(np.abs(np.diff(grey, axis=1)).mean())
+
+    plates = [synth.render_composite_sample(0, i, 96, backgrounds="scenes")["background"]
+              for i in range(6)]
+    patterns = [synth.render_composite_sample(0, i, 96)["background"] for i in range(6)]
+    assert all(p.shape == (96, 96, 3) and p.dtype == np.uint8 for p in plates)
+    assert np.mean([roughness(p) for p in plates]) < np.mean([roughness(p) for p in patterns])
+    with pytest.raises(ValueError, match="backgrounds must be one of patterns, scenes"):
+        synth.render_composite_sample(0, 0, 96, backgrounds="photos")
+    with pytest.raises(ValueError, match="backgrounds must be one of"):
+        synth.make_composite_corpus("/nonexistent/never-written", count=1, size=64,
+                                    backgrounds="photos")
+
+
+def test_the_clis_pool_choices_are_the_generators():
+    from mlb.cli.synth import BACKGROUND_POOLS_CHOICES
+
+    assert BACKGROUND_POOLS_CHOICES == synth.BACKGROUND_POOLS

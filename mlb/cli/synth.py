@@ -1,10 +1,13 @@
 """``mlb synth``: write the built-in two-domain portrait benchmark, and preview it.
 
     mlb synth composite --out data/matte --count 200 --size 256 --seed 0
+    mlb synth composite --out data/matte-scenes --count 200 --backgrounds scenes
     mlb synth natural --out data/natural --count 500 --size 256 --seed 1
     mlb synth preview --composite data/matte --natural data/natural --out preview.png
 
-``composite`` writes a matte corpus (``fg/``, ``alpha/``, ``bg/`` PNG matched by stem);
+``composite`` writes a matte corpus (``fg/``, ``alpha/``, ``bg/`` PNG matched by stem; the
+background pool is abstract patterns, or with ``--backgrounds scenes`` person-free scenes of
+the natural domain);
 ``natural`` writes photos-like scenes (``images/`` JPEG), hand-annotation-like coarse masks
 (``masks/``) and the true alpha for validation (``alphas/``). Deterministic for a seed; sample
 ``i`` is the same whatever ``--count`` (mlb.data.synth).
@@ -16,6 +19,8 @@ import argparse
 
 # Library imports happen in the run functions: building the ``mlb`` parser imports every
 # subcommand module, and cv2 takes a while to import.
+
+BACKGROUND_POOLS_CHOICES = ("patterns", "scenes")  # mlb.data.synth.BACKGROUND_POOLS (tested)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             sub.add_argument("--with-images", action="store_true",
                              help="also write images/ (each fg on its own bg): with alpha/ "
                                   "a composite-domain validation set for `mlb evaluate`")
+            sub.add_argument("--backgrounds", choices=BACKGROUND_POOLS_CHOICES, default="patterns",
+                             help="the background pool: patterns (gradients, shapes, "
+                                  "textures; default) or scenes (person-free scenes of the "
+                                  "natural domain, defocused as its backgrounds)")
         sub.set_defaults(func=run_generate)
     preview = kinds.add_parser("preview", help="a PNG grid of both domains")
     preview.add_argument("--composite", help="folder written by `mlb synth composite`")
@@ -51,7 +60,8 @@ def run_generate(args: argparse.Namespace) -> int:
     options = {"count": args.count, "size": args.size, "seed": args.seed,
                "progress": False if args.quiet else None}
     if args.kind == "composite":
-        summary = make_composite_corpus(args.out, with_images=args.with_images, **options)
+        summary = make_composite_corpus(args.out, with_images=args.with_images,
+                                        backgrounds=args.backgrounds, **options)
     else:
         summary = make_natural_corpus(args.out, **options)
     print(summary.line())

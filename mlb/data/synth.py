@@ -9,8 +9,12 @@ experiment run on data drawn by this module (pure numpy + OpenCV, one core):
   a partial crop. The true alpha is rendered at ``SUPERSAMPLE`` x the output resolution and
   area-averaged, so strands thinner than a pixel become partial alpha;
 - composite domain (the matte corpus): the foreground and its alpha, plus a pool of unrelated
-  person-free backgrounds (gradients, shapes, textures) to paste it on with plain alpha
-  compositing, ``image = alpha * fg + (1 - alpha) * bg`` (method.md section 1);
+  person-free backgrounds to paste it on with plain alpha compositing, ``image = alpha * fg +
+  (1 - alpha) * bg`` (method.md section 1). The pool is ``"patterns"`` (gradients, shapes,
+  textures, stripes, bokeh: the first release's, far from any photo) or ``"scenes"``
+  (person-free scenes of the natural domain's renderer, drawn from their own seeds and
+  defocused as its backgrounds are: what matting corpora do with photos of places, such as
+  BG-20k, and what closes most of the whole-image gap at 256 px; docs/science-notes.md);
 - natural domain (the segmentation corpus and validation images): one coherent scene
   (rooms or outdoors with clutter in skin and hair colours and hair-like branches), the
   person's key light shared with the scene, a cast shadow, background defocus, light spill
@@ -39,6 +43,7 @@ from mlb.data.compositing import composite
 from mlb.data.imageio import write_jpeg, write_png
 
 __all__ = [
+    "BACKGROUND_POOLS",
     "GENERATOR_VERSION",
     "SUPERSAMPLE",
     "SynthSummary",
@@ -50,6 +55,7 @@ __all__ = [
     "render_natural_sample",
     "render_person",
     "render_scene",
+    "render_scene_plate",
     "sample_id",
 ]
 
@@ -57,6 +63,9 @@ GENERATOR_VERSION = 1
 SUPERSAMPLE = 2  # people are drawn at 2x and area-averaged: AA edges, sub-pixel hair strands
 _DOMAIN_PERSON = {"composite": 1, "natural": 2}
 _DOMAIN_BACKGROUND = 3
+_DOMAIN_SCENE_PLATE = 4
+BACKGROUND_POOLS = ("patterns", "scenes")
+"""The composite domain's background pools (module doc); "patterns" is the default."""
 _MIN_SIZE = 32
 
 # sRGB colour palettes (0-255). Skin: a Fitzpatrick-like range; hair: natural colours.
@@ -879,12 +888,39 @@ def _person_rng(seed: int, domain: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _DOMAIN_PERSON[domain], index])
 
 
-def render_composite_sample(seed: int, index: int, size: int) -> dict[str, np.ndarray]:
+def render_scene_plate(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A person-free natural scene as a composite background: ``(size, size, 3) uint8``.
+
+    The natural domain's :func:`render_scene` under a random light, defocused as the
+    natural domain defocuses its backgrounds (sigma 0-3.5 px at 256 px; 0 keeps it sharp).
+    No cast shadow, light spill, colour cast or sensor noise: those belong to the photo, and
+    ``photographic_composite`` adds them to the composite.
+    """
+    angle = rng.uniform(0, 2 * np.pi)
+    scene = render_scene(rng, size, np.array([np.cos(angle), np.sin(angle)], np.float32))
+    sigma = rng.uniform(0.0, 3.5) * size / 256
+    if sigma > 0.1:
+        scene = cv2.GaussianBlur(scene, (0, 0), sigma)
+    return np.rint(np.clip(scene, 0, 255)).astype(np.uint8)
+
+
+def render_composite_sample(seed: int, index: int, size: int, *,
+                            backgrounds: str = "patterns") -> dict[str, np.ndarray]:
     """Sample ``index`` of the matte corpus: ``{"foreground": (H, W, 3) uint8, "alpha":
-    (H, W) float32}``; and ``"background"``, background ``index`` of the pool, uint8."""
+    (H, W) float32}``; and ``"background"``, background ``index`` of the pool, uint8.
+
+    ``backgrounds``: the pool (:data:`BACKGROUND_POOLS`). The person does not depend on it.
+    """
     foreground, alpha = render_person(_person_rng(seed, "composite", index), size)
-    background = render_background(
-        np.random.default_rng([seed, _DOMAIN_BACKGROUND, index]), size)
+    if backgrounds == "patterns":
+        background = render_background(
+            np.random.default_rng([seed, _DOMAIN_BACKGROUND, index]), size)
+    elif backgrounds == "scenes":
+        background = render_scene_plate(
+            np.random.default_rng([seed, _DOMAIN_SCENE_PLATE, index]), size)
+    else:
+        raise ValueError(f"backgrounds must be one of {', '.join(BACKGROUND_POOLS)}, "
+                         f"got {backgrounds!r}")
     return {"foreground": np.rint(foreground).astype(np.uint8), "alpha": alpha,
             "background": background}
 
@@ -1016,29 +1052,38 @@ def _check_arguments(count: int, size: int, seed: int) -> None:
         raise ValueError(f"seed must be >= 0, got {seed}")
 
 
-def _write_manifest(out_dir: Path, domain: str, count: int, size: int, seed: int) -> None:
+def _write_manifest(out_dir: Path, domain: str, count: int, size: int, seed: int,
+                    backgrounds: str | None = None) -> None:
+    """``synth.json``; a composite corpus also records its background pool (a manifest
+    without one was written before pools existed: "patterns")."""
     record = {"generator": "mlb.data.synth", "version": GENERATOR_VERSION, "domain": domain,
               "count": count, "size": size, "seed": seed}
+    if backgrounds is not None:
+        record["backgrounds"] = backgrounds
     (out_dir / "synth.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def make_composite_corpus(out_dir: str | Path, *, count: int, size: int = 256, seed: int = 0,
-                          progress: bool | None = None, with_images: bool = False
-                          ) -> SynthSummary:
+                          progress: bool | None = None, with_images: bool = False,
+                          backgrounds: str = "patterns") -> SynthSummary:
     """Write the matte corpus: ``out_dir/fg/``, ``alpha/``, ``bg/`` PNGs matched by stem.
 
     ``bg/`` holds ``count`` person-free backgrounds (the pool). ``progress``: a tqdm bar
     (None: only on a terminal). Read it back with ``find_matte_samples(out/"fg", out/"alpha",
     out/"bg")``. ``with_images`` also writes ``images/``: each foreground composited onto its
     own background, so ``images/`` + ``alpha/`` is a composite-domain validation set (the
-    domain-gap measurement scores a model on it and on natural images).
+    domain-gap measurement scores a model on it and on natural images). ``backgrounds``:
+    the pool (:data:`BACKGROUND_POOLS`), recorded in ``synth.json``.
     """
     _check_arguments(count, size, seed)
+    if backgrounds not in BACKGROUND_POOLS:
+        raise ValueError(f"backgrounds must be one of {', '.join(BACKGROUND_POOLS)}, "
+                         f"got {backgrounds!r}")
     out_dir = Path(out_dir)
     started = time.perf_counter()
     transitions = []
     for index in tqdm(range(count), desc="synth composite", disable=_quiet(progress)):
-        sample = render_composite_sample(seed, index, size)
+        sample = render_composite_sample(seed, index, size, backgrounds=backgrounds)
         stem = sample_id(index)
         write_png(out_dir / "fg" / f"{stem}.png", sample["foreground"])
         write_png(out_dir / "alpha" / f"{stem}.png", sample["alpha"])
@@ -1047,7 +1092,7 @@ def make_composite_corpus(out_dir: str | Path, *, count: int, size: int = 256, s
             image = composite(sample["foreground"], sample["alpha"], sample["background"])
             write_png(out_dir / "images" / f"{stem}.png", image)
         transitions.append(_transition_fraction(sample["alpha"]))
-    _write_manifest(out_dir, "composite", count, size, seed)
+    _write_manifest(out_dir, "composite", count, size, seed, backgrounds)
     return SynthSummary(out_dir, "composite", count, size, seed,
                         time.perf_counter() - started, float(np.mean(transitions)))
 

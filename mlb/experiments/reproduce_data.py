@@ -124,8 +124,9 @@ class DataRecord(FrozenConfig):
     """Which data a reproduction ran on: corpus name -> its record."""
 
     corpora: dict[str, CorpusRecord]
-    built_in: dict[str, int]
-    """How the built-in corpora were generated (``data_seed``, ``size``, counts)."""
+    built_in: dict[str, int | str]
+    """How the built-in corpora were generated (``data_seed``, ``size``, counts, and the
+    composite background pool when it is not the default "patterns")."""
 
     def lines(self) -> list[str]:
         """Markdown lines for the foot of a table: one per corpus, short hashes."""
@@ -202,19 +203,22 @@ def _matte_folders(data: ReproduceData, root: Path) -> tuple[Path, dict[str, Pat
     return view, folders
 
 
-def _generate(config: Mapping[str, int], root: Path, corpus: Corpus) -> Path:
+def _generate(config: Mapping[str, int | str], root: Path, corpus: Corpus) -> Path:
     """Generate one built-in corpus under ``root`` once (its ``synth.json`` marks it done);
-    validation sets use other seeds, so their people never appear in a training corpus."""
-    size, seed = config["size"], config["data_seed"]
+    validation sets use other seeds, so their people never appear in a training corpus.
+    Composite corpora use the pool ``config["composite_backgrounds"]`` ("patterns" when
+    absent, as in every release before pools existed)."""
+    size, seed = int(config["size"]), int(config["data_seed"])
+    pool = {"backgrounds": str(config.get("composite_backgrounds", "patterns"))}
     out, make, count, seed, options = {
         "matte": (root / "composite", make_composite_corpus, config["composite_count"],
-                  seed, {}),
+                  seed, pool),
         "natural": (root / "natural", make_natural_corpus, config["natural_count"], seed, {}),
         "validation": (root / "validation", make_natural_corpus, config["validation_count"],
                        seed + 1000, {}),
         "composite_validation": (root / "composite-validation", make_composite_corpus,
                                  config["validation_count"], seed + 1000,
-                                 {"with_images": True}),
+                                 {"with_images": True, **pool}),
     }[corpus]
     manifest = out / "synth.json"
     if not manifest.is_file():
@@ -222,8 +226,13 @@ def _generate(config: Mapping[str, int], root: Path, corpus: Corpus) -> Path:
         return out
     # A work folder reused with another preset would otherwise train on the old corpus.
     wanted = {"count": count, "size": size, "seed": seed}
+    defaults = {}
+    if "backgrounds" in options:  # composite manifests older than pools: "patterns"
+        wanted["backgrounds"] = options["backgrounds"]
+        defaults["backgrounds"] = "patterns"
     try:
-        found = {key: json.loads(manifest.read_text()).get(key) for key in wanted}
+        record = json.loads(manifest.read_text())
+        found = {key: record.get(key, defaults.get(key)) for key in wanted}
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
         raise ValueError(f"{manifest}: not a synth manifest ({error}); give another --work"
                          ) from None
@@ -233,7 +242,7 @@ def _generate(config: Mapping[str, int], root: Path, corpus: Corpus) -> Path:
     return out
 
 
-def prepare_corpora(data: ReproduceData, built_in: Mapping[str, int], root: Path, *,
+def prepare_corpora(data: ReproduceData, built_in: Mapping[str, int | str], root: Path, *,
                     composite_validation: bool) -> Corpora:
     """Check the user's folders, generate the built-in ones, and resolve every path.
 
@@ -269,7 +278,7 @@ def _decode_all(option: str, scan: CorpusScan | None, masks: CorpusScan | None) 
         raise ValueError(f"{option}: {error}") from None
 
 
-def _matte(data: ReproduceData, built_in: Mapping[str, int], root: Path,
+def _matte(data: ReproduceData, built_in: Mapping[str, int | str], root: Path,
            sources: dict) -> dict[str, str | None]:
     if not data.given("matte"):
         out = _generate(built_in, root, "matte")
@@ -286,7 +295,7 @@ def _matte(data: ReproduceData, built_in: Mapping[str, int], root: Path,
     return {"matte": str(matte), **{f"matte_{role}": str(path) for role, path in roles.items()}}
 
 
-def _natural(data: ReproduceData, built_in: Mapping[str, int], root: Path,
+def _natural(data: ReproduceData, built_in: Mapping[str, int | str], root: Path,
              sources: dict) -> dict[str, str | None]:
     if not data.given("natural"):
         out = _generate(built_in, root, "natural")
@@ -309,7 +318,7 @@ def _natural(data: ReproduceData, built_in: Mapping[str, int], root: Path,
     return {"natural_images": images, "natural_masks": masks, "natural_alphas": alphas}
 
 
-def _validation(data: ReproduceData, built_in: Mapping[str, int], root: Path,
+def _validation(data: ReproduceData, built_in: Mapping[str, int | str], root: Path,
                 sources: dict) -> dict[str, str | None]:
     if not data.given("validation"):
         out = _generate(built_in, root, "validation")
@@ -334,7 +343,7 @@ def _validation(data: ReproduceData, built_in: Mapping[str, int], root: Path,
             "validation_masks": masks}
 
 
-def _composite_validation(data: ReproduceData, built_in: Mapping[str, int], root: Path,
+def _composite_validation(data: ReproduceData, built_in: Mapping[str, int | str], root: Path,
                           sources: dict, *, needed: bool) -> dict[str, str | None]:
     if data.given("composite_validation"):
         images, alphas = data.composite_images, data.composite_alphas
@@ -367,7 +376,7 @@ _ROLES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def data_record(corpora: Corpora, built_in: Mapping[str, int],
+def data_record(corpora: Corpora, built_in: Mapping[str, int | str],
                 corpus_names: tuple[str, ...]) -> DataRecord:
     """Paths, file counts and content hashes of every folder of ``corpus_names``."""
     records = {}
