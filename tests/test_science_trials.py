@@ -69,3 +69,29 @@ def test_a_trial_without_its_base_is_one_line(tmp_path, capsys, args, message):
     assert stopped.value.code == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1, error
+
+
+def test_a_trial_replaces_the_presets_crops_network_and_pool(tmp_path, capsys):
+    # The cpu256 trials (docs/science-notes.md section 3) at the tiny preset's size.
+    work = ["--preset", "tiny", "--work", str(tmp_path / "work"), "--steps", "2",
+            "--model", "unet_r18_w05", "--crop", "32", "--crop-sizes", "40", "48",
+            "--backgrounds", "scenes"]
+    seg = _run(capsys, "seg", *work, "--lr", "5e-4")
+    assert seg["crop_sizes"] == [40, 48] and seg["result"]["natural"]["mse"] >= 0
+    base = tmp_path / "work" / "trial" / "base.pretrain.pt"
+    from mlb.checkpoint import read_checkpoint
+
+    assert read_checkpoint(base).train_config["lr"] == 5e-4
+    teacher = _run(capsys, "teacher", *work, "--photographic", "--lr", "2e-4")
+    assert set(teacher["result"]) == {"natural", "composite"}
+    assert (tmp_path / "work" / "trial" / "teacher-photographic-lr0.0002-2.pt").is_file()
+    manifest = tmp_path / "work" / "data" / "composite" / "synth.json"
+    assert json.loads(manifest.read_text())["backgrounds"] == "scenes"
+
+
+def test_a_bad_replacement_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["seg", "--preset", "tiny", "--work", str(tmp_path), "--crop", "4"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "crop" in error and "Traceback" not in error, error

@@ -6,11 +6,16 @@
     python -m mlb.experiments.science_trials ddc --preset cpu --steps 200 --window 11 \
         --kernels 1 29 [--weight 10] [--known mse] [--lr 3e-4]
     python -m mlb.experiments.science_trials trimaps --preset cpu
+    python -m mlb.experiments.science_trials seg --preset cpu256 --work W --steps 200 \
+        --model unet_r18_w05 --crop 96 --crop-sizes 96 120 --backgrounds patterns
 
 All trials share one segmentation-only teacher (``seg``: mask pre-training with the preset's
 recipe, ``<work>/trial/base.pretrain.pt``) and the preset's built-in corpora, train one
 variant from it with ``--threads`` (default 1) and print its scores on the natural validation
-set (and, for teachers, on composite validation) as one JSON line.
+set (and, for teachers, on composite validation) as one JSON line. ``--model``, ``--crop``,
+``--crop-sizes`` and ``--backgrounds`` replace the preset's teacher network, crop, crop
+sides and composite background pool (give each setting its own ``--work``: the base and the
+data live there); ``--lr`` the peak learning rate of the trial's own training.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from mlb.losses import LossConfig
 from mlb.train import DdcRequest, TeacherRequest, train_ddc, train_teacher
 from mlb.train.teacher import pretrain_path
 
-__all__ = ["ddc_trial", "seg_teacher", "teacher_trial", "trimap_errors"]
+__all__ = ["ddc_trial", "seg_teacher", "teacher_trial", "trial_config", "trimap_errors"]
 
 
 def _data(config: ReproduceConfig) -> Corpora:
@@ -41,14 +46,15 @@ def _data(config: ReproduceConfig) -> Corpora:
                            composite_validation=True)
 
 
-def seg_teacher(config: ReproduceConfig, steps: int) -> Path:
-    """The shared segmentation-only teacher: ``steps`` of mask pre-training (resumable)."""
+def seg_teacher(config: ReproduceConfig, steps: int, *, lr: float | None = None) -> Path:
+    """The shared segmentation-only teacher: ``steps`` of mask pre-training (resumable) at
+    the peak rate ``lr`` (None: the preset's ``lr``)."""
     data = _data(config)
     out = Path(config.work) / "trial" / "base.pt"
     train_teacher(TeacherRequest(
         matte=data.matte, pretrain_images=data.natural_images,
         pretrain_masks=data.natural_masks, model=config.teacher_model, out=str(out),
-        pretrain_steps=steps, pretrain_lr=config.lr, train=config.train(1, 0),
+        pretrain_steps=steps, pretrain_lr=lr or config.lr, train=config.train(1, 0),
         augment=config.augment, loss=config.loss,
     ), resume=True, progress=False, stop_at_step=steps)
     return pretrain_path(out)
@@ -64,17 +70,19 @@ def _base(config: ReproduceConfig) -> Path:
 
 
 def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool,
-                  alpha_norm: str = "l1") -> dict:
+                  alpha_norm: str = "l1", lr: float | None = None) -> dict:
     """Fine-tune the shared teacher on composites (plain or photographic) for ``steps``, with
-    the alpha term of its loss in L1 (the recipe's) or MSE."""
+    the alpha term of its loss in L1 (the recipe's) or MSE, at the peak rate ``lr`` (None:
+    the preset's ``finetune_lr``)."""
     data = _data(config)
     name = "photographic" if photographic else "plain"
     name += "" if alpha_norm == "l1" else f"-{alpha_norm}"
+    name += "" if lr is None else f"-lr{lr:g}"
     checkpoint = Path(config.work) / "trial" / f"teacher-{name}-{steps}.pt"
     train_teacher(TeacherRequest(
         matte=data.matte, model=config.teacher_model, out=str(checkpoint),
         init=str(_base(config)),
-        train=config.train(steps, 0, lr=config.finetune_lr), augment=config.augment,
+        train=config.train(steps, 0, lr=lr or config.finetune_lr), augment=config.augment,
         loss=config.loss.model_copy(update={"alpha_norm": alpha_norm}),
         photographic_composites=photographic,
     ), resume=True, progress=False)
@@ -140,24 +148,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha-norm", choices=["l1", "mse"], default="l1")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default=None, help="the teacher network (preset's)")
+    parser.add_argument("--crop", type=int, default=None)
+    parser.add_argument("--crop-sizes", type=int, nargs="+", default=None)
+    parser.add_argument("--backgrounds", choices=["patterns", "scenes"], default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = PRESETS[args.preset].model_copy(update={"work": args.work})
     started = time.perf_counter()
     try:
-        result = _run(args, config)
+        result = _run(args, trial_config(args))
     except ValueError as error:  # a missing base, a bad setting: one line, no traceback
         parser.exit(2, f"{parser.prog}: error: {error_line(error)}\n")
     print(json.dumps({"trial": args.trial, **vars(args), "result": result,
                       "seconds": round(time.perf_counter() - started, 1)}))
 
 
+def trial_config(args: argparse.Namespace) -> ReproduceConfig:
+    """The preset with the trial's replacements, validated (pydantic's ValidationError is a
+    ValueError: ``main`` prints a bad value as one line)."""
+    replaced = {"work": args.work, "teacher_model": args.model, "crop": args.crop,
+                "crop_sizes": args.crop_sizes, "composite_backgrounds": args.backgrounds}
+    fields = PRESETS[args.preset].model_dump()
+    fields.update({key: value for key, value in replaced.items() if value is not None})
+    return ReproduceConfig.model_validate(fields)
+
+
 def _run(args: argparse.Namespace, config: ReproduceConfig) -> dict:
     if args.trial == "seg":
-        result = {"natural": _score(config, _data(config), seg_teacher(config, args.steps))}
+        checkpoint = seg_teacher(config, args.steps, lr=args.lr)
+        result = {"natural": _score(config, _data(config), checkpoint)}
     elif args.trial == "teacher":
         result = teacher_trial(config, args.steps, photographic=args.photographic,
-                               alpha_norm=args.alpha_norm)
+                               alpha_norm=args.alpha_norm, lr=args.lr)
     elif args.trial == "ddc":
         result = ddc_trial(config, args.steps, window=args.window,
                            kernels=tuple(args.kernels), weight=args.weight,
