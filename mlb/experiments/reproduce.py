@@ -367,7 +367,7 @@ PRESETS: dict[str, ReproduceConfig] = {
     #   the patterns pool 248.2 / 194.4 on photos (92.8 / 173.1 on composites); on the scenes
     #   pool 98.7 / 187.6, photographic 94.5 / 179.2. The patterns pool is what made the
     #   fine-tuned teacher worse than the masks-only one on the whole image.
-    # - Teacher network: unet_r18 costs 3.5x unet_r18_w05 a step (2.1 against 0.58 s at 96
+    # - Teacher network: unet_r18 costs 3.6x unet_r18_w05 a step (2.1 against 0.58 s at 96
     #   px crops); at the same budget the full-width teacher got 300 + 400 steps and learnt
     #   nothing, so the teacher is the students' network, and the EMA round applies.
     # The DDC-only row takes the `cpu` preset's fix (known loss in MSE, DDC at 3); window and
