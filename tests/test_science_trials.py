@@ -95,3 +95,28 @@ def test_a_bad_replacement_is_one_line(tmp_path, capsys):
     assert stopped.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "crop" in error and "Traceback" not in error, error
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--lr", "0"), "--lr: must be a finite number above 0, got 0"),
+    (("--lr", "nan"), "--lr: must be a finite number above 0"),
+    (("--threads", "0"), "--threads: must be a finite number above 0"),
+    (("--steps", "0"), "--steps: must be a finite number above 0"),
+    (("--model", "nosuch"), "nosuch"),
+    (("--crop-sizes", "1000"), "exceed the largest scaled image side"),
+])
+def test_bad_trial_options_are_one_line_before_any_data(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as stopped:
+        main(["seg", "--preset", "tiny", "--work", str(tmp_path / "work"), *args])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in error and "Traceback" not in error, error
+    assert not (tmp_path / "work" / "data").exists()  # refused before generating anything
+
+
+def test_crop_sides_are_checked_when_the_config_is_made():
+    with pytest.raises(ValueError, match="exceed the largest scaled image side"):
+        ReproduceConfig(size=96, crop=64, crop_sizes=(200,))
+    with pytest.raises(ValueError, match="greater than 0"):
+        ReproduceConfig(crop_sizes=(0,))
+    assert ReproduceConfig(size=96, crop=64, crop_sizes=(96, 120)).augment.crop_sizes == (96, 120)

@@ -217,3 +217,38 @@ def test_the_clis_pool_choices_are_the_generators():
     from mlb.cli.synth import BACKGROUND_POOLS_CHOICES
 
     assert BACKGROUND_POOLS_CHOICES == synth.BACKGROUND_POOLS
+
+
+def test_a_folder_holding_another_corpus_is_refused(tmp_path):
+    # Writing another pool, seed or a smaller count over a corpus would leave a mix.
+    out = tmp_path / "matte"
+    synth.make_composite_corpus(out, count=4, size=SIZE, seed=1)
+    before = file_bytes(out)
+    for options, message in (({"count": 4, "backgrounds": "scenes"}, "holds another corpus"),
+                             ({"count": 4, "seed": 2}, "holds another corpus"),
+                             ({"count": 2}, "holds another corpus")):
+        with pytest.raises(ValueError, match=message):
+            synth.make_composite_corpus(out, size=SIZE, **{"seed": 1, **options})
+    assert file_bytes(out) == before  # nothing written
+    synth.make_composite_corpus(out, count=4, size=SIZE, seed=1)  # the same corpus: fine
+    assert file_bytes(out) == before
+    # A manifest of a release before pools is a patterns corpus.
+    record = json.loads((out / "synth.json").read_text())
+    del record["backgrounds"]
+    (out / "synth.json").write_text(json.dumps(record))
+    synth.make_composite_corpus(out, count=4, size=SIZE, seed=1)
+    # Files beyond the count with no manifest (a folder of something else) are refused too.
+    (out / "synth.json").unlink()
+    (out / "bg" / "holiday.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"bg holds 1 file\(s\) .* \(first: holiday.png\)"):
+        synth.make_composite_corpus(out, count=4, size=SIZE, seed=1)
+
+
+def test_the_cli_refuses_a_mix_in_one_line(tmp_path, capsys):
+    out = str(tmp_path / "n")
+    assert main(["synth", "natural", "--out", out, "--count", "3", "--size", "64",
+                 "--quiet"]) == 0
+    assert main(["synth", "natural", "--out", out, "--count", "2", "--size", "64",
+                 "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "holds another corpus" in error, error

@@ -1052,15 +1052,45 @@ def _check_arguments(count: int, size: int, seed: int) -> None:
         raise ValueError(f"seed must be >= 0, got {seed}")
 
 
-def _write_manifest(out_dir: Path, domain: str, count: int, size: int, seed: int,
-                    backgrounds: str | None = None) -> None:
-    """``synth.json``; a composite corpus also records its background pool (a manifest
-    without one was written before pools existed: "patterns")."""
-    record = {"generator": "mlb.data.synth", "version": GENERATOR_VERSION, "domain": domain,
-              "count": count, "size": size, "seed": seed}
+def _manifest(domain: str, count: int, size: int, seed: int,
+              backgrounds: str | None = None) -> dict:
+    """What ``synth.json`` records; a composite corpus also its background pool."""
+    record: dict = {"generator": "mlb.data.synth", "version": GENERATOR_VERSION,
+                    "domain": domain, "count": count, "size": size, "seed": seed}
     if backgrounds is not None:
         record["backgrounds"] = backgrounds
+    return record
+
+
+def _write_manifest(out_dir: Path, record: dict) -> None:
     (out_dir / "synth.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _check_target(out_dir: Path, record: dict, folders: tuple[str, ...]) -> None:
+    """Refuse a folder that holds another corpus: writing over it would leave a mix (the
+    old pool's backgrounds, or samples beyond the new count). The same corpus again is
+    fine: it is rewritten byte for byte."""
+    manifest = out_dir / "synth.json"
+    if manifest.is_file():
+        try:
+            found = json.loads(manifest.read_text())
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            found = None
+        if isinstance(found, dict) and found.get("domain") == "composite":
+            found.setdefault("backgrounds", "patterns")  # written before pools existed
+        if found != record:
+            raise ValueError(f"{out_dir} holds another corpus ({manifest}: {found}); give an "
+                             "empty folder, or remove this one first")
+    wanted = {sample_id(index) for index in range(record["count"])}
+    for folder in folders:
+        if not (out_dir / folder).is_dir():
+            continue
+        extra = sorted(path.name for path in (out_dir / folder).iterdir()
+                       if path.stem not in wanted)
+        if extra:
+            raise ValueError(f"{out_dir / folder} holds {len(extra)} file(s) that are not "
+                             f"samples 0-{record['count'] - 1} of this corpus (first: "
+                             f"{extra[0]}); give an empty folder, or remove this one first")
 
 
 def make_composite_corpus(out_dir: str | Path, *, count: int, size: int = 256, seed: int = 0,
@@ -1080,6 +1110,8 @@ def make_composite_corpus(out_dir: str | Path, *, count: int, size: int = 256, s
         raise ValueError(f"backgrounds must be one of {', '.join(BACKGROUND_POOLS)}, "
                          f"got {backgrounds!r}")
     out_dir = Path(out_dir)
+    record = _manifest("composite", count, size, seed, backgrounds)
+    _check_target(out_dir, record, ("fg", "alpha", "bg", "images"))
     started = time.perf_counter()
     transitions = []
     for index in tqdm(range(count), desc="synth composite", disable=_quiet(progress)):
@@ -1092,7 +1124,7 @@ def make_composite_corpus(out_dir: str | Path, *, count: int, size: int = 256, s
             image = composite(sample["foreground"], sample["alpha"], sample["background"])
             write_png(out_dir / "images" / f"{stem}.png", image)
         transitions.append(_transition_fraction(sample["alpha"]))
-    _write_manifest(out_dir, "composite", count, size, seed, backgrounds)
+    _write_manifest(out_dir, record)
     return SynthSummary(out_dir, "composite", count, size, seed,
                         time.perf_counter() - started, float(np.mean(transitions)))
 
@@ -1103,6 +1135,8 @@ def make_natural_corpus(out_dir: str | Path, *, count: int, size: int = 256, see
     ``alphas/`` true alpha PNG (for validation only), matched by stem."""
     _check_arguments(count, size, seed)
     out_dir = Path(out_dir)
+    record = _manifest("natural", count, size, seed)
+    _check_target(out_dir, record, ("images", "masks", "alphas"))
     started = time.perf_counter()
     transitions = []
     for index in tqdm(range(count), desc="synth natural", disable=_quiet(progress)):
@@ -1112,7 +1146,7 @@ def make_natural_corpus(out_dir: str | Path, *, count: int, size: int = 256, see
         write_png(out_dir / "masks" / f"{stem}.png", sample["coarse_mask"])
         write_png(out_dir / "alphas" / f"{stem}.png", sample["alpha"])
         transitions.append(_transition_fraction(sample["alpha"]))
-    _write_manifest(out_dir, "natural", count, size, seed)
+    _write_manifest(out_dir, record)
     return SynthSummary(out_dir, "natural", count, size, seed,
                         time.perf_counter() - started, float(np.mean(transitions)))
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 from tqdm import tqdm
 
 from mlb.blend import BlendConfig
@@ -177,10 +177,11 @@ class ReproduceConfig(FrozenConfig):
     batch_size: int = Field(8, ge=1)
     crop: int = Field(64, ge=16)
     """Training crop side (px); crops are taken after random scaling of the short side."""
-    crop_sizes: tuple[int, ...] | None = Field(None, min_length=1)
+    crop_sizes: tuple[PositiveInt, ...] | None = Field(None, min_length=1)
     """Sides (px) of the square crops cut from the scaled image, each then resized to
     ``crop`` (None: ``crop`` and 1.25 x ``crop``). Crops much wider than ``crop`` show the
-    network the whole person at a fraction of the pixels."""
+    network the whole person at a fraction of the pixels. None may exceed the largest scaled
+    side (1.3 x ``size``): such a crop would always be mostly padding."""
     lr: float = Field(1e-3, gt=0)
     """Peak learning rate of pre-training, and of students and DDC unless ``student_lr``."""
     student_lr: float | None = Field(None, gt=0)
@@ -273,6 +274,17 @@ class ReproduceConfig(FrozenConfig):
     CUDA device (a preset sized for a GPU would take weeks on a CPU)."""
 
     @model_validator(mode="after")
+    def _crops_fit(self) -> ReproduceConfig:
+        # Checked here, not after the data are generated: the augmentation is built once.
+        augment = self.augment
+        largest = self.size * augment.scale_range[1]
+        if max(augment.crop_sizes) > largest:
+            raise ValueError(f"crop sides {augment.crop_sizes} exceed the largest scaled image "
+                             f"side ({largest:g} px at size {self.size}): every crop would be "
+                             "mostly padding")
+        return self
+
+    @model_validator(mode="after")
     def _ddc_settings_fit(self) -> ReproduceConfig:
         # Checked here, not at the DDC row after hours of teacher training.
         LossConfig(**self.ddc_settings)
@@ -333,7 +345,7 @@ class ReproduceConfig(FrozenConfig):
 
     def train(self, steps: int, seed: int, *, lr: float | None = None) -> TrainConfig:
         """The loop's settings; ``lr`` None: the students' rate (``student_lr`` or ``lr``)."""
-        lr = lr or self.student_lr or self.lr
+        lr = lr if lr is not None else self.student_lr or self.lr
         return TrainConfig(steps=steps, batch_size=self.batch_size, lr=lr, seed=seed,
                            warmup_steps=max(1, steps // 20),
                            checkpoint_every=self.checkpoint_every,

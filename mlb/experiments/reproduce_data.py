@@ -233,7 +233,7 @@ def _generate(config: Mapping[str, int | str], root: Path, corpus: Corpus) -> Pa
     try:
         record = json.loads(manifest.read_text())
         found = {key: record.get(key, defaults.get(key)) for key in wanted}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError) as error:
         raise ValueError(f"{manifest}: not a synth manifest ({error}); give another --work"
                          ) from None
     if found != wanted:
@@ -405,7 +405,7 @@ def check_same_data(record: DataRecord, path: Path) -> None:
     if path.exists():
         try:
             known = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise ValueError(f"{path}: not a data record ({error}); remove it if the work "
                              "folder's data are what this run reads") from None
         shape_ok = isinstance(known, dict) and all(

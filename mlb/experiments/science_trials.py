@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from mlb.data.trimap import erode_trimap
 from mlb.experiments.reproduce import PRESETS, ReproduceConfig, _score
 from mlb.experiments.reproduce_data import Corpora, ReproduceData, prepare_corpora
 from mlb.losses import LossConfig
+from mlb.models import ModelConfig
 from mlb.train import DdcRequest, TeacherRequest, train_ddc, train_teacher
 from mlb.train.teacher import pretrain_path
 
@@ -54,7 +57,7 @@ def seg_teacher(config: ReproduceConfig, steps: int, *, lr: float | None = None)
     train_teacher(TeacherRequest(
         matte=data.matte, pretrain_images=data.natural_images,
         pretrain_masks=data.natural_masks, model=config.teacher_model, out=str(out),
-        pretrain_steps=steps, pretrain_lr=lr or config.lr, train=config.train(1, 0),
+        pretrain_steps=steps, pretrain_lr=config.lr if lr is None else lr, train=config.train(1, 0),
         augment=config.augment, loss=config.loss,
     ), resume=True, progress=False, stop_at_step=steps)
     return pretrain_path(out)
@@ -74,6 +77,7 @@ def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool,
     """Fine-tune the shared teacher on composites (plain or photographic) for ``steps``, with
     the alpha term of its loss in L1 (the recipe's) or MSE, at the peak rate ``lr`` (None:
     the preset's ``finetune_lr``)."""
+    base = _base(config)  # before the data: a missing base is found in a second
     data = _data(config)
     name = "photographic" if photographic else "plain"
     name += "" if alpha_norm == "l1" else f"-{alpha_norm}"
@@ -81,8 +85,8 @@ def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool,
     checkpoint = Path(config.work) / "trial" / f"teacher-{name}-{steps}.pt"
     train_teacher(TeacherRequest(
         matte=data.matte, model=config.teacher_model, out=str(checkpoint),
-        init=str(_base(config)),
-        train=config.train(steps, 0, lr=lr or config.finetune_lr), augment=config.augment,
+        init=str(base), augment=config.augment,
+        train=config.train(steps, 0, lr=config.finetune_lr if lr is None else lr),
         loss=config.loss.model_copy(update={"alpha_norm": alpha_norm}),
         photographic_composites=photographic,
     ), resume=True, progress=False)
@@ -94,6 +98,7 @@ def ddc_trial(config: ReproduceConfig, steps: int, *, window: int, kernels: tupl
               weight: float, known: str = "l1", lr: float | None = None) -> dict:
     """DDC-only training from the shared teacher with one window / kernels / weight / known
     norm / peak learning rate (None: the preset's students' rate)."""
+    base = _base(config)
     data = _data(config)
     name = f"ddc-w{window}-k{kernels[0]}-{kernels[1]}-x{weight:g}-{steps}"
     name += "" if known == "l1" else f"-{known}"
@@ -101,8 +106,7 @@ def ddc_trial(config: ReproduceConfig, steps: int, *, window: int, kernels: tupl
     checkpoint = Path(config.work) / "trial" / f"{name}.pt"
     train_ddc(DdcRequest(
         images=data.natural_images, masks=data.natural_masks,
-        model=config.teacher_model, out=str(checkpoint),
-        init=str(_base(config)),
+        model=config.teacher_model, out=str(checkpoint), init=str(base),
         train=config.train(steps, 0, lr=lr), augment=config.augment,
         trimap_kernel_range=kernels,
         loss=LossConfig(ddc_weight=weight, ddc_window=window, ddc_neighbours=window,
@@ -134,20 +138,32 @@ def trimap_errors(config: ReproduceConfig, kernels: tuple[int, ...] = (1, 3, 5, 
     return result
 
 
+def _positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a finite number above 0 (argparse prints a bad one as one line)."""
+    def parse(text: str) -> float:
+        value = kind(text)
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlb.experiments.science_trials")
     parser.add_argument("trial", choices=["seg", "teacher", "ddc", "trimaps"])
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--work", default=".mlb-work/science")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=_positive(int), default=300)
     parser.add_argument("--photographic", action="store_true")
     parser.add_argument("--window", type=int, default=11)
     parser.add_argument("--kernels", type=int, nargs=2, default=(1, 29))
     parser.add_argument("--weight", type=float, default=10.0)
     parser.add_argument("--known", choices=["l1", "mse"], default="l1")
     parser.add_argument("--alpha-norm", choices=["l1", "mse"], default="l1")
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr", type=_positive(float), default=None)
+    parser.add_argument("--threads", type=_positive(int), default=1)
     parser.add_argument("--model", default=None, help="the teacher network (preset's)")
     parser.add_argument("--crop", type=int, default=None)
     parser.add_argument("--crop-sizes", type=int, nargs="+", default=None)
@@ -170,7 +186,9 @@ def trial_config(args: argparse.Namespace) -> ReproduceConfig:
                 "crop_sizes": args.crop_sizes, "composite_backgrounds": args.backgrounds}
     fields = PRESETS[args.preset].model_dump()
     fields.update({key: value for key, value in replaced.items() if value is not None})
-    return ReproduceConfig.model_validate(fields)
+    config = ReproduceConfig.model_validate(fields)
+    ModelConfig(name=config.teacher_model)  # an unknown network: one line, before any data
+    return config
 
 
 def _run(args: argparse.Namespace, config: ReproduceConfig) -> dict:
