@@ -211,7 +211,9 @@ class ReproduceConfig(FrozenConfig):
     segmentation-only teacher scoring 100.9 whole / 132.3 boundary on natural validation):
     plain 186.2 / 187.8, photographic 175.7 / 187.1 (composite validation 67.8 / 136.1 and
     59.4 / 136.0): no boundary gain after 300 steps, when the boundary is poor even on
-    composites; off until a longer trial shows one (docs/science-notes.md)."""
+    composites; off in the `cpu` preset. At 256 px on the ``scenes`` pool (200 steps,
+    ``unet_r18_w05``): plain 98.7 / 187.6, photographic 94.5 / 179.2; on in ``cpu256``
+    (docs/science-notes.md section 3)."""
     boundary_weight: float = Field(1.0, ge=0)
     """lambda of the teacher and student loss. The paper's 0.01 leaves this small network's
     boundary head near its base rate after a few hundred steps (mean b 0.21 on true boundary
