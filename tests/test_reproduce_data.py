@@ -430,3 +430,17 @@ def _write_many(path: str, writer: int) -> None:
 
     for _ in range(200):
         write_json(Path(path), {"writer": writer})
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("[1, 2]", "a JSON list, not an object"), ("{not json", "Expecting property name"),
+    ("[" * 100_000 + "]" * 100_000, "recursion")])
+def test_a_tampered_manifest_is_named_not_a_traceback(tmp_path, text, reason):
+    from mlb.experiments.reproduce_data import ReproduceData, prepare_corpora
+
+    built_in = PRESETS["tiny"].built_in()
+    prepare_corpora(ReproduceData(), built_in, tmp_path, composite_validation=False)
+    (tmp_path / "composite" / "synth.json").write_text(text)
+    with pytest.raises(ValueError, match=r"composite/synth.json: not a synth manifest \(.*"
+                                         f"{reason}.*give another --work"):
+        prepare_corpora(ReproduceData(), built_in, tmp_path, composite_validation=False)

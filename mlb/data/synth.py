@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ __all__ = [
     "coarse_mask_from_alpha",
     "make_composite_corpus",
     "make_natural_corpus",
+    "read_manifest",
     "render_background",
     "render_composite_sample",
     "render_natural_sample",
@@ -904,6 +906,16 @@ def render_scene_plate(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.rint(np.clip(scene, 0, 255)).astype(np.uint8)
 
 
+def _pool(backgrounds: str) -> tuple[Callable[[np.random.Generator, int], np.ndarray], int]:
+    """The renderer of pool ``backgrounds`` and the seed stream its backgrounds draw from."""
+    pools = {"patterns": (render_background, _DOMAIN_BACKGROUND),
+             "scenes": (render_scene_plate, _DOMAIN_SCENE_PLATE)}
+    if backgrounds not in pools:
+        raise ValueError(f"backgrounds must be one of {', '.join(BACKGROUND_POOLS)}, "
+                         f"got {backgrounds!r}")
+    return pools[backgrounds]
+
+
 def render_composite_sample(seed: int, index: int, size: int, *,
                             backgrounds: str = "patterns") -> dict[str, np.ndarray]:
     """Sample ``index`` of the matte corpus: ``{"foreground": (H, W, 3) uint8, "alpha":
@@ -911,16 +923,9 @@ def render_composite_sample(seed: int, index: int, size: int, *,
 
     ``backgrounds``: the pool (:data:`BACKGROUND_POOLS`). The person does not depend on it.
     """
+    render, domain = _pool(backgrounds)
     foreground, alpha = render_person(_person_rng(seed, "composite", index), size)
-    if backgrounds == "patterns":
-        background = render_background(
-            np.random.default_rng([seed, _DOMAIN_BACKGROUND, index]), size)
-    elif backgrounds == "scenes":
-        background = render_scene_plate(
-            np.random.default_rng([seed, _DOMAIN_SCENE_PLATE, index]), size)
-    else:
-        raise ValueError(f"backgrounds must be one of {', '.join(BACKGROUND_POOLS)}, "
-                         f"got {backgrounds!r}")
+    background = render(np.random.default_rng([seed, domain, index]), size)
     return {"foreground": np.rint(foreground).astype(np.uint8), "alpha": alpha,
             "background": background}
 
@@ -1062,6 +1067,22 @@ def _manifest(domain: str, count: int, size: int, seed: int,
     return record
 
 
+def read_manifest(out_dir: str | Path) -> dict:
+    """``out_dir/synth.json`` as written, a composite corpus's pool filled in ("patterns" for
+    a manifest written before pools existed). ``ValueError`` if it is not a manifest."""
+    manifest = Path(out_dir) / "synth.json"
+    try:
+        record = json.loads(manifest.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise ValueError(f"{manifest}: not a synth manifest ({error})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{manifest}: not a synth manifest (a JSON "
+                         f"{type(record).__name__}, not an object)")
+    if record.get("domain") == "composite":
+        record.setdefault("backgrounds", "patterns")
+    return record
+
+
 def _write_manifest(out_dir: Path, record: dict) -> None:
     (out_dir / "synth.json").write_text(json.dumps(record, indent=2) + "\n")
 
@@ -1073,11 +1094,9 @@ def _check_target(out_dir: Path, record: dict, folders: tuple[str, ...]) -> None
     manifest = out_dir / "synth.json"
     if manifest.is_file():
         try:
-            found = json.loads(manifest.read_text())
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            found: dict | None = read_manifest(out_dir)
+        except ValueError:
             found = None
-        if isinstance(found, dict) and found.get("domain") == "composite":
-            found.setdefault("backgrounds", "patterns")  # written before pools existed
         if found != record:
             raise ValueError(f"{out_dir} holds another corpus ({manifest}: {found}); give an "
                              "empty folder, or remove this one first")
@@ -1106,9 +1125,7 @@ def make_composite_corpus(out_dir: str | Path, *, count: int, size: int = 256, s
     the pool (:data:`BACKGROUND_POOLS`), recorded in ``synth.json``.
     """
     _check_arguments(count, size, seed)
-    if backgrounds not in BACKGROUND_POOLS:
-        raise ValueError(f"backgrounds must be one of {', '.join(BACKGROUND_POOLS)}, "
-                         f"got {backgrounds!r}")
+    _pool(backgrounds)  # a bad pool is an error before the folder is looked at
     out_dir = Path(out_dir)
     record = _manifest("composite", count, size, seed, backgrounds)
     _check_target(out_dir, record, ("fg", "alpha", "bg", "images"))

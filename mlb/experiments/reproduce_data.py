@@ -39,7 +39,7 @@ from mlb.data.corpus import (
     list_images,
 )
 from mlb.data.imageio import BadSample, read_alpha, read_image, read_mask
-from mlb.data.synth import make_composite_corpus, make_natural_corpus
+from mlb.data.synth import make_composite_corpus, make_natural_corpus, read_manifest
 from mlb.fileio import write_text_atomically
 from mlb.train.config import PathText
 
@@ -226,16 +226,13 @@ def _generate(config: Mapping[str, int | str], root: Path, corpus: Corpus) -> Pa
         return out
     # A work folder reused with another preset would otherwise train on the old corpus.
     wanted = {"count": count, "size": size, "seed": seed}
-    defaults = {}
-    if "backgrounds" in options:  # composite manifests older than pools: "patterns"
+    if "backgrounds" in options:
         wanted["backgrounds"] = options["backgrounds"]
-        defaults["backgrounds"] = "patterns"
     try:
-        record = json.loads(manifest.read_text())
-        found = {key: record.get(key, defaults.get(key)) for key in wanted}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError) as error:
-        raise ValueError(f"{manifest}: not a synth manifest ({error}); give another --work"
-                         ) from None
+        record = read_manifest(out)
+    except ValueError as error:
+        raise ValueError(f"{error}; give another --work") from None
+    found = {key: record.get(key) for key in wanted}
     if found != wanted:
         raise ValueError(f"{out} was generated with {found}, this preset needs {wanted}; "
                          "give another --work")
