@@ -55,6 +55,7 @@ from mlb.checkpoint import CheckpointError, checkpoint_sha256, read_checkpoint
 from mlb.config import FrozenConfig
 from mlb.data.augment import AugmentConfig
 from mlb.evaluate import EvaluateRequest, EvaluationReport, evaluate_checkpoint, metrics_table
+from mlb.fileio import write_text_atomically
 from mlb.inference import InferenceConfig, nest_inference_fields
 from mlb.labels.metadata import LabelVersionMetadata
 from mlb.labels.relabel import planned_version_id, relabel
@@ -355,9 +356,8 @@ def _write_round_record(folder: Path, result: EmaRound, *, student_sha256: str,
     record = {"round": result.model_dump(mode="json"), "student_sha256": student_sha256,
               "request_sha256": _request_digest(request),
               "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-    partial = folder / f"{ROUND_RECORD}.partial"
-    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    os.replace(partial, folder / ROUND_RECORD)
+    write_text_atomically(folder / ROUND_RECORD,
+                          json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def _previous_round(request: EmaRoundRequest, version_id: str, student_sha256: str
