@@ -120,6 +120,11 @@ def test_config_validation():
         AugmentConfig(crop_sizes=())
     with pytest.raises(ValidationError):
         AugmentConfig(flip_probability=0.5)  # unknown keys are typos
+    # a crop wider than the largest scaled short side would always be mostly padding
+    with pytest.raises(ValidationError, match=r"exceed the largest scaled image side \(72 px"):
+        AugmentConfig(short_side=48, scale_range=(1.0, 1.5), crop_sizes=(32, 80))
+    AugmentConfig(short_side=48, scale_range=(1.0, 1.5), crop_sizes=(72,))
+    AugmentConfig(short_side=None, crop_sizes=(4096,))  # stored sizes: small images pad
     with pytest.raises(ValidationError):
         SMALL.flip_prob = 0.0  # frozen
 

@@ -120,6 +120,13 @@ def test_train_options_given_override_the_defaults():
     assert shared["loss"] == LossConfig(boundary_weight=0.5)
 
 
+def test_a_crop_wider_than_the_scaled_image_is_one_line(capsys):
+    # Every crop would be mostly padding: refused before any store or file is read.
+    assert main(["train", "ddc", *TRAIN_DDC[2:], "--crop-size", "2000"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mostly padding" in err and "768 px" in err
+
+
 def test_evaluate_options_left_out_take_the_library_defaults():
     from mlb.cli.evaluate import request_from_args
     from mlb.evaluate import EvaluateRequest

@@ -84,6 +84,11 @@ class AugmentConfig(FrozenConfig):
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
         if not self.crop_sizes or min(self.crop_sizes) < 1:
             raise ValueError(f"crop_sizes must be positive sizes, got {self.crop_sizes}")
+        if self.short_side is not None and max(self.crop_sizes) > self.short_side * high:
+            raise ValueError(f"crop sides {self.crop_sizes} exceed the largest scaled image "
+                             f"side ({self.short_side * high:g} px: short side "
+                             f"{self.short_side} x {high:g}): every crop would be mostly "
+                             "padding")
         if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
             raise ValueError(f"blur_sigma must satisfy 0 < low <= high, got {self.blur_sigma}")
         return self
