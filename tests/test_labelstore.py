@@ -515,7 +515,7 @@ with file_lock(sys.argv[1], what="test", timeout_s=1):
 '''
 
 
-def test_open_draft_while_locked_names_the_holder_and_dies_with_it(tmp_path):
+def test_open_draft_while_locked_names_the_holder_and_dies_with_it(tmp_path, caplog):
     store = LabelStore(tmp_path, lock_timeout_s=0.3)
     manifest = _manifest(4)
     version_id = content_id(manifest=manifest, teacher_sha256=TEACHER, blend=BLEND)
@@ -530,7 +530,13 @@ def test_open_draft_while_locked_names_the_holder_and_dies_with_it(tmp_path):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+    # the writer said once that it was waiting, and for whom (not a silent hang)
+    waits = [record.getMessage() for record in caplog.records if "waiting" in record.getMessage()]
+    assert len(waits) == 1
+    assert f"version {version_id}: it is held by" in waits[0] and f'"pid": {holder.pid}' in waits[0]
+    caplog.clear()
     assert store.open_draft(version_id, manifest=manifest, metadata={}).shard_count == 1
+    assert not caplog.records  # a free lock: no notice
 
 
 @pytest.fixture
