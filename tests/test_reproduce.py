@@ -185,10 +185,12 @@ def test_an_unknown_preset_is_a_clear_error(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def relabel_round_run(tmp_path_factory):
-    """A teacher and students of different networks: the second round is a plain relabel."""
+    """A teacher and students of different networks: the second round is a plain relabel.
+    Its networks label and are scored at a short side of 40, not the images' 48."""
     work = tmp_path_factory.mktemp("relabel-round")
     config = PRESETS["tiny"].model_copy(update={
-        "teacher_model": "unet_r18", "networks": (), "work": str(work), "threads": 1})
+        "teacher_model": "unet_r18", "networks": (), "work": str(work), "threads": 1,
+        "inference_short_side": 40})
     return work, reproduce(config, progress=False)
 
 
@@ -219,6 +221,9 @@ def test_across_networks_the_second_round_relabels_with_the_round_1_student(
     assert metadata.teacher.model_name == "unet_r18_w05"  # the round-1 student relabelled
     first = LabelVersionMetadata.parse(store.open_version(round_1).metadata)
     assert first.teacher.model_name == "unet_r18"
+    # both rounds labelled at the config's inference short side, and the table says so
+    assert first.inference.short_side == metadata.inference.short_side == 40
+    assert "resizing the short side to 40 for inference" in report.table
 
 
 def test_the_gpu_preset_is_the_papers_recipe_and_its_plan_builds_anywhere(capsys):
