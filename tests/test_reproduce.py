@@ -13,9 +13,9 @@ from mlb.experiments.reproduce import (
     LABEL_ROWS,
     PRESETS,
     RELABEL_ROUND_LABELS,
+    ReproduceReport,
     paper_rows,
     plan,
-    reproduce,
 )
 
 # the paper's rows, the oracle and the coarse masks (the built-in data have both) and, per
@@ -188,10 +188,44 @@ def relabel_round_run(tmp_path_factory):
     """A teacher and students of different networks: the second round is a plain relabel.
     Its networks label and are scored at a short side of 40, not the images' 48."""
     work = tmp_path_factory.mktemp("relabel-round")
-    config = PRESETS["tiny"].model_copy(update={
-        "teacher_model": "unet_r18", "networks": (), "work": str(work), "threads": 1,
-        "inference_short_side": 40})
-    return work, reproduce(config, progress=False)
+    # the preset's fields replaced on the command line (--set), as a user tunes a preset
+    settings = ["--set", "teacher_model=unet_r18", "--set", "networks=[]",
+                "--set", "inference_short_side=40"]
+    assert main(["reproduce", "paper", "--preset", "tiny", "--work", str(work), "--threads",
+                 "1", *settings, "--json", str(work / "report.json"),
+                 "--markdown", str(work / "table.md"), "--quiet"]) == 0
+    command = (work / "table.md").read_text()
+    assert ("--set 'teacher_model=\"unet_r18\"' --set 'networks=[]' "
+            "--set inference_short_side=40") in command
+    return work, ReproduceReport.model_validate_json((work / "report.json").read_text())
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("nonsense=1", "ReproduceConfig.nonsense: extra inputs are not permitted"),
+    ("student_lr=abc", "ReproduceConfig.student_lr: input should be a valid number"),
+    ("student_lr=0", "ReproduceConfig.student_lr: input should be greater than 0"),
+    ("crop_sizes=[4000]", "every crop would be mostly padding"),
+    ("rows=mlb", "--set rows=...: use --rows instead"),
+    ("=3", "expected FIELD=VALUE, got '=3'"),
+])
+def test_a_bad_setting_is_one_line_before_anything_runs(tmp_path, capsys, setting, message):
+    try:
+        code = main(["reproduce", "paper", "--preset", "cpu256", "--work",
+                     str(tmp_path / "w"), "--set", setting])
+    except SystemExit as stopped:  # argparse's own usage errors
+        code = stopped.code
+    assert code == 2
+    err = capsys.readouterr().err
+    # one error line (argparse's own errors print the usage above it)
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_setting_shapes_the_plan(capsys):
+    assert main(["reproduce", "paper", "--preset", "cpu256", "--plan", "--rows", "oracle",
+                 "--set", "student_lr=1e-4", "--set", "student_steps=100"]) == 0
+    assert "| 0 | oracle | oracle | unet_r18_w05 | 100 | 0.0001 | teacher |" in (
+        capsys.readouterr().out)
 
 
 def test_across_networks_the_second_round_relabels_with_the_round_1_student(

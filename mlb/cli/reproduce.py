@@ -9,6 +9,7 @@
     mlb reproduce paper --preset gpu --plan                      # what a preset trains
     mlb reproduce paper --preset cpu --rows modnet_mlb           # one row and its inputs
     mlb reproduce merge seed0.json seed1.json --markdown table.md  # seeds run apart
+    mlb reproduce paper --preset cpu256 --set student_lr=1e-4      # one field replaced
 
 Without data options the built-in benchmark is generated under ``--work``. ``--matte DIR``
 reads ``DIR/fg``, ``DIR/alpha`` and ``DIR/bg`` (the ``mlb synth composite`` layout);
@@ -73,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
         sub.add_argument("--plan", action="store_true",
                          help="print every training run of the preset and exit")
+        sub.add_argument("--set", dest="settings", action="append", type=_setting,
+                         metavar="FIELD=VALUE",
+                         help="replace one field of the preset (a JSON value, else a word), "
+                              "e.g. --set student_lr=3e-4 --set trimap_kernel_range=[1,15]; "
+                              "repeatable (fields: mlb.experiments.reproduce.ReproduceConfig)")
         if name == "paper":
             sub.add_argument("--rows", type=_row_list, metavar="ROW,ROW",
                              help="only these rows of the table, with the rows they start "
@@ -109,6 +115,22 @@ def _row_list(text: str) -> tuple[str, ...]:
     return rows
 
 
+# fields with an option of their own
+OWN_OPTIONS = ("work", "seeds", "threads", "rows")
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """``--set field=value``: the value read as JSON (numbers, lists, true, null), else kept
+    as the word it is; the config checks both."""
+    field, equals, value = text.partition("=")
+    if not equals or not field.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        return field.strip(), json.loads(value)
+    except ValueError:
+        return field.strip(), value
+
+
 def _data_fields(args: argparse.Namespace) -> dict[str, str]:
     """The ReproduceData fields of the given options; a wrong count of folders is an error."""
     from mlb.cli import UsageError
@@ -131,6 +153,7 @@ def _data_fields(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlb.cli import UsageError
     from mlb.experiments.reproduce import (
         PRESETS,
         ReproduceData,
@@ -149,8 +172,13 @@ def run(args: argparse.Namespace) -> int:
         ("work", args.work), ("seeds", tuple(args.seeds) if args.seeds else None),
         ("threads", args.threads), ("rows", getattr(args, "rows", None)))
         if value is not None}
-    config = PRESETS[args.preset].model_copy(update=overrides)
-    config = type(config).model_validate(config.model_dump())  # re-validate the overrides
+    settings = dict(args.settings or ())
+    for field in settings.keys() & set(OWN_OPTIONS):
+        raise UsageError(f"--set {field}=...: use --{field} instead")
+    preset = PRESETS[args.preset]
+    # validated as a whole: a typo in a field name, a bad value or a combination the config
+    # refuses is one error line before anything runs
+    config = type(preset).model_validate({**preset.model_dump(), **settings, **overrides})
     data = ReproduceData(**_data_fields(args))
     if args.plan:
         oracle = not data.given("natural") or data.natural_alphas is not None
@@ -183,6 +211,8 @@ def _command(args: argparse.Namespace, overrides: dict) -> str:
             words += ["--rows", ",".join(value)]
         elif key != "work":
             words += [f"--{key}", *map(str, value if isinstance(value, tuple) else (value,))]
+    for field, value in args.settings or ():
+        words += ["--set", f"{field}={json.dumps(value)}"]
     for option in DATA_OPTIONS:
         value = getattr(args, option, None)
         if value is not None:
