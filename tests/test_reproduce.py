@@ -205,6 +205,10 @@ def relabel_round_run(tmp_path_factory):
     ("student_lr=abc", "ReproduceConfig.student_lr: input should be a valid number"),
     ("student_lr=0", "ReproduceConfig.student_lr: input should be greater than 0"),
     ("crop_sizes=[4000]", "every crop would be mostly padding"),
+    ("student_lr=Infinity", "ReproduceConfig.student_lr: input should be a finite number"),
+    ('networks=["nope"]', "networks: unknown network(s) 'nope'; available: unet_r101"),
+    ("teacher_model=unet_r19", "teacher_model: unknown network(s) 'unet_r19'"),
+    ("size=1e9", "ReproduceConfig.size: input should be less than or equal to 4096"),
     ("rows=mlb", "--set rows=...: use --rows instead"),
     ("=3", "expected FIELD=VALUE, got '=3'"),
 ])

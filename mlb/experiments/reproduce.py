@@ -71,6 +71,7 @@ from mlb.labels.request import RelabelConfig, RelabelRequest
 from mlb.labels.score import score_label_version
 from mlb.labels.store import file_lock
 from mlb.losses import LossConfig
+from mlb.models import available_models
 from mlb.train import (
     DdcRequest,
     StudentRequest,
@@ -162,7 +163,7 @@ class ReproduceConfig(FrozenConfig):
     work: str = ".mlb-work/reproduce"
     seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1)
     data_seed: int = 0
-    size: int = Field(96, ge=32)
+    size: int = Field(96, ge=32, le=4096)
     """Side of the synthetic images (px)."""
     composite_count: int = Field(120, ge=2)
     natural_count: int = Field(320, ge=2)
@@ -182,16 +183,16 @@ class ReproduceConfig(FrozenConfig):
     ``crop`` (None: ``crop`` and 1.25 x ``crop``). Crops much wider than ``crop`` show the
     network the whole person at a fraction of the pixels. None may exceed the largest scaled
     side (1.3 x ``size``): such a crop would always be mostly padding."""
-    inference_short_side: int | None = Field(None, ge=16)
+    inference_short_side: int | None = Field(None, ge=16, le=8192)
     """Short side (px) images are resized to when a network labels or is scored (None:
     ``size``). Networks are not scale invariant: it should match the scale at which they
     saw people in training, ``size`` x the mean scale x ``crop`` / the mean crop side."""
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     """Peak learning rate of pre-training, and of students and DDC unless ``student_lr``."""
-    student_lr: float | None = Field(None, gt=0)
+    student_lr: float | None = Field(None, gt=0, allow_inf_nan=False)
     """Students', the oracle's and DDC's peak learning rate (None: ``lr``); the paper
     pre-trains at 1e-4 and trains students at 5e-5."""
-    finetune_lr: float = Field(3e-4, gt=0)
+    finetune_lr: float = Field(3e-4, gt=0, allow_inf_nan=False)
     """Teacher fine-tuning on composites: gentler, as in the paper (5e-5 after 1e-4), so the
     teacher keeps what pre-training on natural images taught it."""
     pretrain_steps: int = Field(1000, ge=1)
@@ -218,7 +219,7 @@ class ReproduceConfig(FrozenConfig):
     composites; off in the `cpu` preset. At 256 px on the ``scenes`` pool (200 steps,
     ``unet_r18_w05``): plain 98.7 / 187.6, photographic 94.5 / 179.2; on in ``cpu256``
     (docs/science-notes.md section 3)."""
-    boundary_weight: float = Field(1.0, ge=0)
+    boundary_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     """lambda of the teacher and student loss. The paper's 0.01 leaves this small network's
     boundary head near its base rate after a few hundred steps (mean b 0.21 on true boundary
     pixels, 0.11 elsewhere), so the soft blend takes little from the teacher; at 1 it rose to
@@ -228,7 +229,7 @@ class ReproduceConfig(FrozenConfig):
     steps a round the round-2 student reached 122-123 boundary MSE (seeds 0, 1) on labels
     that score 89 on the training corpus; with 400 it reached 120 and 110."""
     ddc_steps: int = Field(400, ge=1)
-    ddc_weight: float = Field(0.1, ge=0)
+    ddc_weight: float = Field(0.1, ge=0, allow_inf_nan=False)
     """Weight of the (known + 10 x DDC) term in the MLB + DDC student."""
     ddc_window: int = Field(REFERENCE_WINDOW, ge=1)
     """DDC's window side, and the candidates kept per pixel (the reference keeps as many as
@@ -278,6 +279,19 @@ class ReproduceConfig(FrozenConfig):
     """Where relabelling and evaluation run; training takes CUDA whenever there is one
     (``TrainConfig.device`` "auto"). "cuda" also makes the run refuse to start without a
     CUDA device (a preset sized for a GPU would take weeks on a CPU)."""
+
+    @model_validator(mode="after")
+    def _networks_known(self) -> ReproduceConfig:
+        # Checked here, not when a row's network is built after hours of teacher training.
+        known = available_models()
+        for field, names in (("teacher_model", (self.teacher_model,)),
+                             ("student_model", (self.student_model,)),
+                             ("networks", self.networks)):
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                raise ValueError(f"{field}: unknown network(s) {', '.join(map(repr, unknown))}; "
+                                 f"available: {', '.join(known)}")
+        return self
 
     @model_validator(mode="after")
     def _crops_fit(self) -> ReproduceConfig:
