@@ -173,8 +173,9 @@ def run(args: argparse.Namespace) -> int:
         ("threads", args.threads), ("rows", getattr(args, "rows", None)))
         if value is not None}
     settings = dict(args.settings or ())
-    for field in settings.keys() & set(OWN_OPTIONS):
-        raise UsageError(f"--set {field}=...: use --{field} instead")
+    taken = [field for field in OWN_OPTIONS if field in settings]
+    if taken:
+        raise UsageError(f"--set {taken[0]}=...: use --{taken[0]} instead")
     preset = PRESETS[args.preset]
     # validated as a whole: a typo in a field name, a bad value or a combination the config
     # refuses is one error line before anything runs
