@@ -82,6 +82,10 @@ def test_a_trial_replaces_the_presets_crops_network_and_pool(tmp_path, capsys):
     from mlb.checkpoint import read_checkpoint
 
     assert read_checkpoint(base).train_config["lr"] == 5e-4
+    # the same base scored at another inference short side (the preset's is its size, 48)
+    rescored = _run(capsys, "seg", *work, "--lr", "5e-4", "--short-side", "32")
+    assert rescored["short_side"] == 32
+    assert rescored["result"]["natural"]["mse"] != seg["result"]["natural"]["mse"]
     teacher = _run(capsys, "teacher", *work, "--photographic", "--lr", "2e-4")
     assert set(teacher["result"]) == {"natural", "composite"}
     assert (tmp_path / "work" / "trial" / "teacher-photographic-lr0.0002-2.pt").is_file()

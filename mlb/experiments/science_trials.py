@@ -13,9 +13,10 @@ All trials share one segmentation-only teacher (``seg``: mask pre-training with 
 recipe, ``<work>/trial/base.pretrain.pt``) and the preset's built-in corpora, train one
 variant from it with ``--threads`` (default 1) and print its scores on the natural validation
 set (and, for teachers, on composite validation) as one JSON line. ``--model``, ``--crop``,
-``--crop-sizes`` and ``--backgrounds`` replace the preset's teacher network, crop, crop
-sides and composite background pool (give each setting its own ``--work``: the base and the
-data live there); ``--lr`` the peak learning rate of the trial's own training.
+``--crop-sizes``, ``--backgrounds`` and ``--short-side`` replace the preset's teacher
+network, crop, crop sides, composite background pool and scoring short side (give each
+setting its own ``--work``: the base and the data live there); ``--lr`` the peak learning
+rate of the trial's own training.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from mlb.data.trimap import erode_trimap
 from mlb.experiments.reproduce import PRESETS, ReproduceConfig, _score
 from mlb.experiments.reproduce_data import Corpora, ReproduceData, prepare_corpora
 from mlb.losses import LossConfig
-from mlb.models import ModelConfig
 from mlb.train import DdcRequest, TeacherRequest, train_ddc, train_teacher
 from mlb.train.teacher import pretrain_path
 
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crop", type=int, default=None)
     parser.add_argument("--crop-sizes", type=int, nargs="+", default=None)
     parser.add_argument("--backgrounds", choices=["patterns", "scenes"], default=None)
+    parser.add_argument("--short-side", type=_positive(int), default=None,
+                        help="inference short side of the scores (preset's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -183,12 +185,11 @@ def trial_config(args: argparse.Namespace) -> ReproduceConfig:
     """The preset with the trial's replacements, validated (pydantic's ValidationError is a
     ValueError: ``main`` prints a bad value as one line)."""
     replaced = {"work": args.work, "teacher_model": args.model, "crop": args.crop,
-                "crop_sizes": args.crop_sizes, "composite_backgrounds": args.backgrounds}
+                "crop_sizes": args.crop_sizes, "composite_backgrounds": args.backgrounds,
+                "inference_short_side": args.short_side}
     fields = PRESETS[args.preset].model_dump()
     fields.update({key: value for key, value in replaced.items() if value is not None})
-    config = ReproduceConfig.model_validate(fields)
-    ModelConfig(name=config.teacher_model)  # an unknown network: one line, before any data
-    return config
+    return ReproduceConfig.model_validate(fields)  # an unknown network too: before any data
 
 
 def _run(args: argparse.Namespace, config: ReproduceConfig) -> dict:
