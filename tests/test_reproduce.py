@@ -209,6 +209,8 @@ def relabel_round_run(tmp_path_factory):
     ('networks=["nope"]', "networks: unknown network(s) 'nope'; available: unet_r101"),
     ("teacher_model=unet_r19", "teacher_model: unknown network(s) 'unet_r19'"),
     ("size=1e9", "ReproduceConfig.size: input should be less than or equal to 4096"),
+    ("data_seed=-1", "ReproduceConfig.data_seed: input should be greater than or equal to 0"),
+    ('networks=["modnet","modnet"]', "networks: 'modnet' named twice"),
     ("rows=mlb", "--set rows=...: use --rows instead"),
     ("=3", "expected FIELD=VALUE, got '=3'"),
 ])
@@ -223,6 +225,12 @@ def test_a_bad_setting_is_one_line_before_anything_runs(tmp_path, capsys, settin
     # one error line (argparse's own errors print the usage above it)
     assert message in err.strip().splitlines()[-1] and "Traceback" not in err
     assert not (tmp_path / "w").exists()
+
+
+def test_domain_gap_has_no_rows_to_set(capsys):
+    assert main(["reproduce", "domain-gap", "--preset", "tiny", "--plan",
+                 "--set", 'rows=["ddc"]']) == 2
+    assert "--set rows=...: domain-gap has no rows" in capsys.readouterr().err
 
 
 def test_a_setting_shapes_the_plan(capsys):

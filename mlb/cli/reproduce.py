@@ -174,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         if value is not None}
     settings = dict(args.settings or ())
     taken = [field for field in OWN_OPTIONS if field in settings]
+    if taken == ["rows"] and args.experiment != "paper":
+        raise UsageError(f"--set rows=...: {args.experiment} has no rows")
     if taken:
         raise UsageError(f"--set {taken[0]}=...: use --{taken[0]} instead")
     preset = PRESETS[args.preset]

@@ -162,7 +162,7 @@ class ReproduceConfig(FrozenConfig):
 
     work: str = ".mlb-work/reproduce"
     seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1)
-    data_seed: int = 0
+    data_seed: int = Field(0, ge=0, lt=2**32)
     size: int = Field(96, ge=32, le=4096)
     """Side of the synthetic images (px)."""
     composite_count: int = Field(120, ge=2)
@@ -287,6 +287,9 @@ class ReproduceConfig(FrozenConfig):
         for field, names in (("teacher_model", (self.teacher_model,)),
                              ("student_model", (self.student_model,)),
                              ("networks", self.networks)):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                raise ValueError(f"{field}: {', '.join(map(repr, twice))} named twice")
             unknown = [name for name in names if name not in known]
             if unknown:
                 raise ValueError(f"{field}: unknown network(s) {', '.join(map(repr, unknown))}; "
