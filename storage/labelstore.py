@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -64,7 +63,7 @@ from storage.layout import (
     version_dir,
     version_document,
 )
-from storage.locking import file_lock, read_holder
+from storage.locking import file_lock
 from storage.manifest import Manifest
 from storage.shards import check_shard, label_kinds
 from storage.version import LabelVersion
@@ -75,7 +74,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _RECORD_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 DEFAULT_SHARD_SIZE = 64
 VERSION_PROBLEMS = -1  # key of the version's own problems (documents, id) in VerifyReport
-_log = logging.getLogger(__name__)
 DEFAULT_LOCK_TIMEOUT_S = 600.0  # a shard write or a publish may take minutes on big images
 
 
@@ -447,7 +445,8 @@ class LabelStore:
         if not self.root.local:
             return contextlib.nullcontext()
         what = f"version {version_id}" if shard is None else f"shard {shard} of {version_id}"
-        return self._file_lock(self.root.path(lock_path(version_id, shard)), what)
+        return file_lock(self.root.path(lock_path(version_id, shard)), what=what,
+                         timeout_s=self.lock_timeout_s)
 
     def move_latest(self, version_id: str, corpus: str) -> None:
         """Point ``latest`` (store-wide and for ``corpus``) at ``version_id``."""
@@ -482,16 +481,8 @@ class LabelStore:
     def _pointer_lock(self) -> contextlib.AbstractContextManager[object]:
         if not self.root.local:
             return contextlib.nullcontext()
-        return self._file_lock(self.root.path("locks/latest.lock"), f"latest in {self.url}")
-
-    def _file_lock(self, path: str, what: str) -> contextlib.AbstractContextManager[object]:
-        # A writer that waits says so once (a logging warning naming the holder), rather
-        # than hanging silently for up to lock_timeout_s.
-        def say_waiting() -> None:
-            _log.warning("waiting up to %g s for %s: it is held by %s", self.lock_timeout_s,
-                         what, read_holder(path))
-
-        return file_lock(path, what=what, timeout_s=self.lock_timeout_s, on_wait=say_waiting)
+        return file_lock(self.root.path("locks/latest.lock"), what=f"latest in {self.url}",
+                         timeout_s=self.lock_timeout_s)
 
     def drop_locks(self, version_id: str) -> None:
         """Remove a published version's lock files."""

@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -24,6 +25,7 @@ from typing import TextIO
 from storage.errors import VersionLocked
 from storage.layout import local_write_error
 
+_log = logging.getLogger(__name__)
 _POLL_S = (0.02, 0.5)  # first and longest wait between attempts
 
 
@@ -38,11 +40,16 @@ def file_lock(path: str, *, what: str, timeout_s: float,
     ``on_wait`` (e.g. a "waiting for another run" notice) is called once, just before the
     first wait, and only when another holder has the lock and ``timeout_s`` allows a wait:
     never when the lock is free, never with ``timeout_s`` 0. An exception it raises ends the
-    attempt (the lock is not taken) and propagates.
+    attempt (the lock is not taken) and propagates. None: a logging warning naming ``what``
+    and the holder, so that no writer hangs silently for up to ``timeout_s``.
     """
+    def say_waiting() -> None:
+        _log.warning("waiting up to %g s for %s: it is held by %s", timeout_s, what,
+                     read_holder(path))
+
     handle = _open_lock_file(path)
     try:
-        _acquire(handle, what=what, timeout_s=timeout_s, on_wait=on_wait)
+        _acquire(handle, what=what, timeout_s=timeout_s, on_wait=on_wait or say_waiting)
         try:
             # The holder line only helps a waiting writer name us; a full or read-only disk
             # must fail on the writes that matter, with their own path, not here.
