@@ -352,6 +352,11 @@ class ReproduceConfig(FrozenConfig):
         return self.inference_short_side or self.size
 
     @property
+    def inference(self) -> dict[str, int | str]:
+        """The inference settings every network of the run labels and is scored with."""
+        return {"short_side": self.short_side, "device": self.device}
+
+    @property
     def augment(self) -> AugmentConfig:
         # Scale the short side to the image size, then multi-scale crops around ``crop``.
         return AugmentConfig(short_side=self.size, scale_range=(1.0, 1.3),
@@ -663,7 +668,7 @@ def _relabel(config: ReproduceConfig, data: Corpora, store: Path, teacher: Path,
              mode: Literal["soft", "hard"], weights: Literal["model", "ema"] = "model",
              parent: str | None = None, ema_round: int = 0) -> str:
     relabel_config = RelabelConfig(blend=BlendConfig(mode=mode), inference={
-        "short_side": config.short_side, "batch_size": 16, "device": config.device})
+        **config.inference, "batch_size": 16})
     summary = relabel(RelabelRequest(
         teacher=str(teacher), images=data.natural_images, masks=data.natural_masks,
         store=str(store), weights=weights, corpus="natural", parent_version=parent,
@@ -773,7 +778,7 @@ def _label_quality(config: ReproduceConfig, data: Corpora, store: Path,
     alphas = Path(str(data.natural_alphas))
     teacher_scores = evaluate_checkpoint(EvaluateRequest(
         model=str(teacher), images=data.natural_images, alphas=str(alphas),
-        inference={"short_side": config.short_side, "device": config.device}), progress=False).mean
+        inference=config.inference), progress=False).mean
     quality: dict[str, dict[str, float | None]] = {
         "teacher": {key: teacher_scores.get(key) for key in COLUMNS}}
     for row, (name, round_index) in BLENDED_ROWS.items():
@@ -798,7 +803,7 @@ def _score(config: ReproduceConfig, data: Corpora, checkpoint: Path, *,
     }[domain]
     report = evaluate_checkpoint(EvaluateRequest(
         model=str(checkpoint), images=str(images), alphas=str(alphas),
-        inference={"short_side": config.short_side, "device": config.device},
+        inference=config.inference,
     ), progress=False)
     return {key: report.mean.get(key) for key in COLUMNS}
 
