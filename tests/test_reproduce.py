@@ -238,6 +238,12 @@ def test_a_setting_shapes_the_plan(capsys):
                  "--set", "student_lr=1e-4", "--set", "student_steps=100"]) == 0
     assert "| 0 | oracle | oracle | unet_r18_w05 | 100 | 0.0001 | teacher |" in (
         capsys.readouterr().out)
+    # the science notes' trial settings: null back to the default, a list for a tuple
+    assert main(["reproduce", "paper", "--preset", "cpu256", "--plan", "--rows", "ddc",
+                 "--set", "inference_short_side=null", "--set", "student_lr=1e-3",
+                 "--set", "trimap_kernel_range=[1,29]"]) == 0
+    assert "| 0 | ddc | ddc | unet_r18_w05 | 200 | 0.001 | seg_teacher |" in (
+        capsys.readouterr().out)
 
 
 def test_across_networks_the_second_round_relabels_with_the_round_1_student(
