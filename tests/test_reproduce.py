@@ -190,13 +190,13 @@ def relabel_round_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("relabel-round")
     # the preset's fields replaced on the command line (--set), as a user tunes a preset
     settings = ["--set", "teacher_model=unet_r18", "--set", "networks=[]",
-                "--set", "inference_short_side=40"]
+                "--set", "inference_short_side=40", "--set", "student_alpha_norm=mse"]
     assert main(["reproduce", "paper", "--preset", "tiny", "--work", str(work), "--threads",
                  "1", *settings, "--json", str(work / "report.json"),
                  "--markdown", str(work / "table.md"), "--quiet"]) == 0
     command = (work / "table.md").read_text()
     assert ("--set 'teacher_model=\"unet_r18\"' --set 'networks=[]' "
-            "--set inference_short_side=40") in command
+            "--set inference_short_side=40 --set 'student_alpha_norm=\"mse\"'") in command
     return work, ReproduceReport.model_validate_json((work / "report.json").read_text())
 
 
@@ -213,6 +213,7 @@ def relabel_round_run(tmp_path_factory):
     ('networks=["modnet","modnet"]', "networks: 'modnet' named twice"),
     ("rows=mlb", "--set rows=...: use --rows instead"),
     ("=3", "expected FIELD=VALUE, got '=3'"),
+    ("student_alpha_norm=l2", "ReproduceConfig.student_alpha_norm: input should be 'l1' or"),
 ])
 def test_a_bad_setting_is_one_line_before_anything_runs(tmp_path, capsys, setting, message):
     try:
@@ -264,6 +265,11 @@ def test_across_networks_the_second_round_relabels_with_the_round_1_student(
         checkpoint = read_checkpoint(seed / name)
         assert checkpoint.model_config.name == "unet_r18_w05"
         assert checkpoint.ema_state_dict is None, name  # no EMA copy across networks
+        # the students' and the oracle's alpha term follows student_alpha_norm ...
+        assert checkpoint.train_config["request"]["loss"]["alpha_norm"] == "mse", name
+    # ... and the teacher's keeps teacher_alpha_norm
+    teacher_request = read_checkpoint(seed / "teacher.pt").train_config["request"]
+    assert teacher_request["loss"]["alpha_norm"] == "l1"
     store = LabelStore(seed / "labels")
     round_1 = read_checkpoint(seed / "mlb-r1.pt").label_version
     round_2 = read_checkpoint(seed / "mlb-r2.pt").label_version

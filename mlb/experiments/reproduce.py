@@ -219,6 +219,12 @@ class ReproduceConfig(FrozenConfig):
     composites; off in the `cpu` preset. At 256 px on the ``scenes`` pool (200 steps,
     ``unet_r18_w05``): plain 98.7 / 187.6, photographic 94.5 / 179.2; on in ``cpu256``
     (docs/science-notes.md section 3)."""
+    teacher_alpha_norm: Literal["l1", "mse"] = "l1"
+    """Norm of the alpha term in the teacher's fine-tuning on composites (``LossConfig.
+    alpha_norm``; "l1": the paper's). The metrics are MSE: on the boundary band an L1-trained
+    network commits to an edge where an MSE-trained one hedges (docs/science-notes.md s. 2)."""
+    student_alpha_norm: Literal["l1", "mse"] = "l1"
+    """Norm of the alpha term of the students' and the oracle's loss ("l1": the paper's)."""
     boundary_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     """lambda of the teacher and student loss. The paper's 0.01 leaves this small network's
     boundary head near its base rate after a few hundred steps (mean b 0.21 on true boundary
@@ -364,8 +370,16 @@ class ReproduceConfig(FrozenConfig):
                              output_size=self.crop)
 
     @property
-    def loss(self) -> LossConfig:
-        return LossConfig(boundary_weight=self.boundary_weight)
+    def teacher_loss(self) -> LossConfig:
+        """The loss of every network fine-tuned on composites."""
+        return LossConfig(boundary_weight=self.boundary_weight,
+                          alpha_norm=self.teacher_alpha_norm)
+
+    @property
+    def student_loss(self) -> LossConfig:
+        """The loss of every network trained on the natural corpus's labels or alpha."""
+        return LossConfig(boundary_weight=self.boundary_weight,
+                          alpha_norm=self.student_alpha_norm)
 
     @property
     def ddc_settings(self) -> dict[str, int]:
@@ -640,7 +654,7 @@ def _teachers(config: ReproduceConfig, data: Corpora, out: Path, seed: int
         pretrain_masks=data.natural_masks, model=config.teacher_model,
         out=str(teacher), pretrain_steps=config.pretrain_steps, pretrain_lr=config.lr,
         train=config.train(config.teacher_steps, seed, lr=config.finetune_lr),
-        augment=config.augment, loss=config.loss,
+        augment=config.augment, loss=config.teacher_loss,
         photographic_composites=config.photographic_composites,
     ), resume=True, progress=False)
     return {"seg_teacher": pretrain_path(teacher), "teacher": teacher}
@@ -658,7 +672,7 @@ def _student_init(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
         pretrain_masks=data.natural_masks, model=config.student_model,
         out=str(checkpoint), pretrain_steps=config.pretrain_steps, pretrain_lr=config.lr,
         train=config.train(config.teacher_steps, seed, lr=config.finetune_lr),
-        augment=config.augment, loss=config.loss)
+        augment=config.augment, loss=config.teacher_loss)
     # Only the pre-training stage runs: it stops where fine-tuning on composites would begin.
     train_teacher(request, resume=True, stop_at_step=config.pretrain_steps, progress=False)
     return pretrain_path(checkpoint)
@@ -679,7 +693,7 @@ def _relabel(config: ReproduceConfig, data: Corpora, store: Path, teacher: Path,
 
 def _student(config: ReproduceConfig, store: Path, labels: str, *, init: Path, out: Path,
              steps: int, seed: int, strong: bool = True, ddc_weight: float = 0.0) -> Path:
-    loss = LossConfig(**{**config.loss.model_dump(), **config.ddc_settings})
+    loss = LossConfig(**{**config.student_loss.model_dump(), **config.ddc_settings})
     train_student(StudentRequest(
         store=str(store), labels=labels, model=config.student_model, out=str(out),
         init=str(init), train=config.train(steps, seed), augment=config.augment,
@@ -737,7 +751,7 @@ def _oracle(config: ReproduceConfig, data: Corpora, out: Path, seed: int,
         images=data.natural_images, alphas=str(data.natural_alphas),
         model=config.student_model, out=str(checkpoint), init=str(init),
         train=config.train(config.student_steps, seed), augment=config.augment,
-        loss=config.loss,
+        loss=config.student_loss,
     ), resume=True, progress=False)
     return checkpoint
 
@@ -1107,7 +1121,7 @@ def domain_gap(config: ReproduceConfig, data: ReproduceData | None = None, *,
         train_teacher(TeacherRequest(
             matte=corpora.matte, model=config.teacher_model, out=str(checkpoint),
             train=config.train(config.teacher_steps, seed, lr=config.lr),
-            augment=config.augment, loss=config.loss,
+            augment=config.augment, loss=config.teacher_loss,
         ), resume=True, progress=False)
         per_seed[str(seed)] = {domain: _score(config, corpora, checkpoint, domain=domain)
                                for domain in DOMAINS}

@@ -36,7 +36,10 @@ class _Config(Protocol):  # the fields of ReproduceConfig used here (no import c
     def augment(self) -> AugmentConfig: ...
 
     @property
-    def loss(self) -> LossConfig: ...
+    def teacher_loss(self) -> LossConfig: ...
+
+    @property
+    def student_loss(self) -> LossConfig: ...
 
     def train(self, steps: int, seed: int, *, lr: float | None = None) -> TrainConfig: ...
 
@@ -63,7 +66,7 @@ def train_network_rows(config: _Config, data: Corpora, out: Path, seed: int, *,
             pretrain_masks=data.natural_masks, model=name, out=str(teacher),
             pretrain_steps=config.pretrain_steps, pretrain_lr=config.lr,
             train=config.train(config.teacher_steps, seed, lr=config.finetune_lr),
-            augment=config.augment, loss=config.loss,
+            augment=config.augment, loss=config.teacher_loss,
         ), resume=True, progress=False)
         models[f"{name}_teacher"] = teacher
         if not config.wants(f"{name}_mlb"):
@@ -72,7 +75,7 @@ def train_network_rows(config: _Config, data: Corpora, out: Path, seed: int, *,
         train_student(StudentRequest(
             store=str(store), labels=labels, model=name, out=str(student), init=str(teacher),
             train=config.train(config.student_steps, seed), augment=config.augment,
-            strong_augment=True, ema=False, loss=config.loss,
+            strong_augment=True, ema=False, loss=config.student_loss,
         ), resume=True, progress=False)
         models[f"{name}_mlb"] = student
     return models

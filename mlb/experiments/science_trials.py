@@ -58,7 +58,7 @@ def seg_teacher(config: ReproduceConfig, steps: int, *, lr: float | None = None)
         matte=data.matte, pretrain_images=data.natural_images,
         pretrain_masks=data.natural_masks, model=config.teacher_model, out=str(out),
         pretrain_steps=steps, pretrain_lr=config.lr if lr is None else lr, train=config.train(1, 0),
-        augment=config.augment, loss=config.loss,
+        augment=config.augment, loss=config.teacher_loss,
     ), resume=True, progress=False, stop_at_step=steps)
     return pretrain_path(out)
 
@@ -87,7 +87,7 @@ def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool,
         matte=data.matte, model=config.teacher_model, out=str(checkpoint),
         init=str(base), augment=config.augment,
         train=config.train(steps, 0, lr=config.finetune_lr if lr is None else lr),
-        loss=config.loss.model_copy(update={"alpha_norm": alpha_norm}),
+        loss=config.teacher_loss.model_copy(update={"alpha_norm": alpha_norm}),
         photographic_composites=photographic,
     ), resume=True, progress=False)
     return {"natural": _score(config, data, checkpoint),
