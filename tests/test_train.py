@@ -133,6 +133,35 @@ def test_teacher_fine_tunes_from_an_init_checkpoint(corpus, teacher, tmp_path):
                               start, atol=1e-6)
 
 
+def test_a_new_fine_tuning_recipe_keeps_the_finished_pre_training(corpus, tmp_path):
+    # Mask pre-training never reads the fine-tuning settings: changing them reuses it (a
+    # trial of another fine-tuning loss costs no pre-training); changing its own refuses it.
+    out = tmp_path / "teacher.pt"
+
+    def request(**changes: object) -> TeacherRequest:
+        fields = {"matte": str(corpus.matte), "pretrain_images": str(corpus.images),
+                  "pretrain_masks": str(corpus.masks), "model": MODEL, "out": str(out),
+                  "pretrain_steps": 1, "train": tiny_train(2), "augment": TINY_AUGMENT}
+        return TeacherRequest(**{**fields, **changes})
+
+    train_teacher(request(), progress=False)
+    pretrained = pretrain_path(out).stat().st_mtime_ns
+    out.rename(tmp_path / "first.pt")
+    train_teacher(request(loss=LossConfig(alpha_norm="mse"), photographic_composites=True,
+                          train=tiny_train(3, lr=5e-4)), resume=True, progress=False)
+    assert pretrain_path(out).stat().st_mtime_ns == pretrained
+    checkpoint = read_checkpoint(out)
+    assert checkpoint.step == 3
+    assert checkpoint.train_config["request"]["loss"]["alpha_norm"] == "mse"
+    out.unlink()
+    for changes, field in (({"pretrain_steps": 2}, "pretrain_steps"),
+                           ({"train": tiny_train(2, seed=7)}, "train.seed")):
+        with pytest.raises(ValueError, match=rf"teacher.pretrain.pt: it was written by "
+                                             rf"another run \(differing request fields: {field}"):
+            train_teacher(request(**changes), resume=True, progress=False)
+    assert pretrain_path(out).stat().st_mtime_ns == pretrained
+
+
 def test_pretrain_steps_without_a_corpus_is_a_clear_error(corpus, tmp_path, capsys):
     code = main(["train", "teacher", "--matte", str(corpus.matte), "--pretrain-steps", "3",
                  "--steps", "1", "--out", str(tmp_path / "t.pt"), *TINY_TRAIN_FLAGS])

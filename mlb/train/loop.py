@@ -110,6 +110,9 @@ class RunRecord:
     request_defaults: dict[str, Any] = field(default_factory=dict)
     """:func:`field_defaults` of the request's type: a checkpoint written before a field
     was added resumes when the run keeps that field at its default."""
+    not_compared: frozenset[str] = frozenset()
+    """Dotted request fields (``train.lr``) this run never reads: a resume does not compare
+    them (a teacher's mask pre-training ignores its fine-tuning settings)."""
 
 
 def field_defaults(model: type[BaseModel]) -> dict[str, Any]:
@@ -271,17 +274,27 @@ def _start_state(
 RUN_CONTROL_FIELDS = frozenset({"checkpoint_every", "log_every", "num_workers", "prefetch"})
 
 
-def _outcome(request: dict[str, Any]) -> dict[str, Any]:
-    """``request`` without the run-control fields of its ``train`` config.
+def _outcome(request: dict[str, Any], not_compared: frozenset[str] = frozenset()
+             ) -> dict[str, Any]:
+    """``request`` without the run-control fields of its ``train`` config and without the
+    dotted fields ``not_compared``.
 
     ``batch_size`` is per process: how many processes share a step is checked on the global
     batch instead (:func:`_check_same_global_batch`).
     """
-    if "train" not in request:
-        return request
-    train = {key: value for key, value in request["train"].items()
-             if key not in RUN_CONTROL_FIELDS | {"batch_size"}}
-    return {**request, "train": train}
+    dropped = not_compared | {f"train.{key}" for key in RUN_CONTROL_FIELDS | {"batch_size"}}
+    return _without(request, dropped)
+
+
+def _without(record: dict[str, Any], dotted: frozenset[str], prefix: str = "") -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if name in dotted:
+            continue
+        kept[key] = (_without(value, dotted, f"{name}.") if isinstance(value, dict)
+                     else value)
+    return kept
 
 
 def _check_same_run(checkpoint: Checkpoint, run: RunRecord) -> None:
@@ -289,8 +302,8 @@ def _check_same_run(checkpoint: Checkpoint, run: RunRecord) -> None:
     # Fields added to a request type later are absent from older checkpoints: their runs had
     # the defaults, so such a checkpoint still resumes when the field is left at its default.
     stored = _outcome(_with_defaults(checkpoint.train_config.get("request", {}),
-                                     run.request_defaults))
-    wanted = _outcome(_with_defaults(run.request, run.request_defaults))
+                                     run.request_defaults), run.not_compared)
+    wanted = _outcome(_with_defaults(run.request, run.request_defaults), run.not_compared)
     if checkpoint.kind != run.kind or stored != wanted:
         kinds = ("" if checkpoint.kind == run.kind
                  else f"kind {checkpoint.kind!r} vs {run.kind!r}; ")

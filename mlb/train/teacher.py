@@ -37,6 +37,12 @@ __all__ = [
 ]
 
 
+# TeacherRequest fields only the fine-tuning stage reads: changing them keeps a finished or
+# resumable mask pre-training (the peak rate of pre-training is ``pretrain_lr``).
+FINETUNE_ONLY_FIELDS = frozenset({"matte", "loss", "photographic_composites", "train.steps",
+                                  "train.lr", "train.ema_momentum"})
+
+
 def pretrain_path(out: str | Path) -> Path:
     """``runs/teacher.pt`` -> ``runs/teacher.pretrain.pt`` (the segmentation-only teacher)."""
     out = Path(out)
@@ -139,7 +145,7 @@ def _pretrain(model: torch.nn.Module, request: TeacherRequest, record: dict, *, 
                     model_config=request.model, request=record,
                     lr=request.pretrain_lr or DEFAULT_LR["teacher-pretrain"],
                     request_defaults=field_defaults(type(request)),
-                    lineage=run_lineage(init=request.init))
+                    lineage=run_lineage(init=request.init), not_compared=FINETUNE_ONLY_FIELDS)
     dataset = segmentation_dataset(request.pretrain_images, request.pretrain_masks,
                                    request.augment)
     return fit(model, dataset, pretrain_loss, config=config, run=run, resume=resume,
