@@ -458,7 +458,8 @@ PRESETS: dict[str, ReproduceConfig] = {
         crop_sizes=(200, 256), composite_backgrounds="scenes", photographic_composites=True,
         inference_short_side=160, student_lr=3e-4, pretrain_steps=800, teacher_steps=800,
         student_steps=600, ddc_steps=200, ddc_known="mse", ddc_consistency_weight=3.0,
-        trimap_kernel_range=(1, 15), networks=()),
+        trimap_kernel_range=(1, 15), teacher_alpha_norm="mse", student_alpha_norm="mse",
+        networks=()),
     # The paper's recipe (method.md section 1, "Recipe"): 512 px, a ResNet-101 teacher and
     # real-time ResNet-18 students, Adam at batch 16 with cosine decay, pre-training 200K
     # steps at 1e-4, teacher fine-tuning 10K at 5e-5, students 20K at 5e-5, boundary weight
