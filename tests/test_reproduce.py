@@ -243,7 +243,7 @@ def test_a_setting_shapes_the_plan(capsys):
     assert main(["reproduce", "paper", "--preset", "cpu256", "--plan", "--rows", "ddc",
                  "--set", "inference_short_side=null", "--set", "student_lr=1e-3",
                  "--set", "trimap_kernel_range=[1,29]"]) == 0
-    assert "| 0 | ddc | ddc | unet_r18_w05 | 200 | 0.001 | seg_teacher |" in (
+    assert "| 0 | ddc | ddc | unet_r18_w05 | 600 | 0.001 | seg_teacher |" in (
         capsys.readouterr().out)
 
 

@@ -47,7 +47,8 @@ def test_the_cpu256_plan_is_the_sized_one(capsys):
     printed = capsys.readouterr().out
     assert "| 0 | teacher | teacher | unet_r18_w05 | 800 |" in printed
     assert "| 0 | oracle | oracle | unet_r18_w05 | 600 | 0.0003 | teacher |" in printed
-    assert "39 runs, 16200 training steps." in printed
+    assert "| 0 | ddc | ddc | unet_r18_w05 | 600 | 0.0003 | seg_teacher |" in printed
+    assert "39 runs, 17400 training steps." in printed
 
 
 @pytest.mark.parametrize("settings, message", [
