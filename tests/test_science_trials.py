@@ -90,6 +90,10 @@ def test_a_trial_replaces_the_presets_crops_network_and_pool(tmp_path, capsys):
     teacher = _run(capsys, "teacher", *work, "--photographic", "--lr", "2e-4")
     assert set(teacher["result"]) == {"natural", "composite"}
     assert (tmp_path / "work" / "trial" / "teacher-photographic-lr0.0002-2.pt").is_file()
+    # the alpha term replaced (the preset's, tiny's L1, otherwise)
+    _run(capsys, "teacher", *work, "--photographic", "--lr", "2e-4", "--alpha-norm", "mse")
+    trial = tmp_path / "work" / "trial" / "teacher-photographic-mse-lr0.0002-2.pt"
+    assert read_checkpoint(trial).train_config["request"]["loss"]["alpha_norm"] == "mse"
     manifest = tmp_path / "work" / "data" / "composite" / "synth.json"
     assert json.loads(manifest.read_text())["backgrounds"] == "scenes"
 

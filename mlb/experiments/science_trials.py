@@ -73,21 +73,21 @@ def _base(config: ReproduceConfig) -> Path:
 
 
 def teacher_trial(config: ReproduceConfig, steps: int, *, photographic: bool,
-                  alpha_norm: str = "l1", lr: float | None = None) -> dict:
+                  lr: float | None = None) -> dict:
     """Fine-tune the shared teacher on composites (plain or photographic) for ``steps``, with
-    the alpha term of its loss in L1 (the recipe's) or MSE, at the peak rate ``lr`` (None:
-    the preset's ``finetune_lr``)."""
+    the alpha term of its loss as ``config.teacher_alpha_norm`` says, at the peak rate ``lr``
+    (None: the preset's ``finetune_lr``)."""
     base = _base(config)  # before the data: a missing base is found in a second
     data = _data(config)
     name = "photographic" if photographic else "plain"
-    name += "" if alpha_norm == "l1" else f"-{alpha_norm}"
+    name += "" if config.teacher_alpha_norm == "l1" else f"-{config.teacher_alpha_norm}"
     name += "" if lr is None else f"-lr{lr:g}"
     checkpoint = Path(config.work) / "trial" / f"teacher-{name}-{steps}.pt"
     train_teacher(TeacherRequest(
         matte=data.matte, model=config.teacher_model, out=str(checkpoint),
         init=str(base), augment=config.augment,
         train=config.train(steps, 0, lr=config.finetune_lr if lr is None else lr),
-        loss=config.teacher_loss.model_copy(update={"alpha_norm": alpha_norm}),
+        loss=config.teacher_loss,
         photographic_composites=photographic,
     ), resume=True, progress=False)
     return {"natural": _score(config, data, checkpoint),
@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kernels", type=int, nargs=2, default=(1, 29))
     parser.add_argument("--weight", type=float, default=10.0)
     parser.add_argument("--known", choices=["l1", "mse"], default="l1")
-    parser.add_argument("--alpha-norm", choices=["l1", "mse"], default="l1")
+    parser.add_argument("--alpha-norm", choices=["l1", "mse"], default=None,
+                        help="the teacher fine-tuning's alpha term (preset's)")
     parser.add_argument("--lr", type=_positive(float), default=None)
     parser.add_argument("--threads", type=_positive(int), default=1)
     parser.add_argument("--model", default=None, help="the teacher network (preset's)")
@@ -186,7 +187,8 @@ def trial_config(args: argparse.Namespace) -> ReproduceConfig:
     ValueError: ``main`` prints a bad value as one line)."""
     replaced = {"work": args.work, "teacher_model": args.model, "crop": args.crop,
                 "crop_sizes": args.crop_sizes, "composite_backgrounds": args.backgrounds,
-                "inference_short_side": args.short_side}
+                "inference_short_side": args.short_side,
+                "teacher_alpha_norm": args.alpha_norm}
     fields = PRESETS[args.preset].model_dump()
     fields.update({key: value for key, value in replaced.items() if value is not None})
     return ReproduceConfig.model_validate(fields)  # an unknown network too: before any data
@@ -198,7 +200,7 @@ def _run(args: argparse.Namespace, config: ReproduceConfig) -> dict:
         result = {"natural": _score(config, _data(config), checkpoint)}
     elif args.trial == "teacher":
         result = teacher_trial(config, args.steps, photographic=args.photographic,
-                               alpha_norm=args.alpha_norm, lr=args.lr)
+                               lr=args.lr)
     elif args.trial == "ddc":
         result = ddc_trial(config, args.steps, window=args.window,
                            kernels=tuple(args.kernels), weight=args.weight,
