@@ -245,6 +245,11 @@ def test_a_setting_shapes_the_plan(capsys):
                  "--set", "trimap_kernel_range=[1,29]"]) == 0
     assert "| 0 | ddc | ddc | unet_r18_w05 | 600 | 0.001 | seg_teacher |" in (
         capsys.readouterr().out)
+    # the alpha-term trials: the L1 teacher's recipe back, DDC's earlier length
+    assert main(["reproduce", "paper", "--preset", "cpu256", "--plan", "--rows", "mlb,ddc",
+                 "--set", "teacher_alpha_norm=l1", "--set", "ddc_steps=200"]) == 0
+    assert "| 0 | ddc | ddc | unet_r18_w05 | 200 | 0.0003 | seg_teacher |" in (
+        capsys.readouterr().out)
 
 
 def test_across_networks_the_second_round_relabels_with_the_round_1_student(
