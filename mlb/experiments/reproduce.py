@@ -460,6 +460,11 @@ PRESETS: dict[str, ReproduceConfig] = {
     #   fine-tunes, the students and the oracle train with it.
     # - DDC 600 steps instead of 200: seed 2 33.9 / 122.2 -> 31.8 / 118.3 (start 35.4 /
     #   121.1), better than its start on both regions.
+    # Three seeds with these (rows mlb, ddc, oracle; README "At 256 px"; the pre-training
+    # reused): teachers 37.3 / 121.8 (masks only) and 22.9 / 115.7 (fine-tuned: the premise
+    # holds in every seed), MLB 20.3 / 107.2, DDC 29.1 / 116.2 (better than its start on
+    # both regions in every seed), oracle 18.8 / 107.5; MLB beats both teachers in every
+    # seed by 8-15% (whole) and 11-14% (boundary) against the paper's 37% and 20%.
     "cpu256": ReproduceConfig(
         size=256, composite_count=120, natural_count=320, validation_count=48,
         teacher_model="unet_r18_w05", student_model="unet_r18_w05", batch_size=4, crop=128,
