@@ -5,9 +5,10 @@ Each component declares its own config next to its code (``BlendConfig`` in ``ml
 unknown keys, so a typo in a flow parameter or a YAML file fails before any work starts.
 """
 
-from typing import Annotated
+import re
+from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 # The largest short side a network is run at. Inference holds a few float copies of the
 # resized image per batch slot: a short side of 20000 asked for 28.8 GB and ended in an
@@ -21,6 +22,33 @@ class FrozenConfig(BaseModel):
     """Immutable, strictly-keyed configuration: the same object is a Prefect flow parameter."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1: `--set batch_size=true` trained at batch 1
+        # (tried as a new user would). A boolean is taken only where the field names bool.
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        flags = [item for item in items if isinstance(item, bool)]
+        if flags and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if not _takes_bool(annotation):
+                raise ValueError(f"expected {_type_name(annotation)}, not a boolean ({flags[0]})")
+        return value
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field of this type accepts a boolean: it names bool, Any or object."""
+    if annotation in (bool, Any, object):
+        return True
+    return any(_takes_bool(arg) for arg in get_args(annotation))
+
+
+def _type_name(annotation: Any) -> str:
+    """``int``, ``tuple[int, ...] | None``: the type as written, without its constraints."""
+    plain = getattr(annotation, "__name__", None)
+    name = str(annotation).replace("typing.", "") if get_args(annotation) or not plain else plain
+    return re.sub(r"Annotated\[(\w+), [^\]]*\]", r"\1", name)
 
 
 def validation_text(error: ValidationError) -> str:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from mlb.device import resolve_device
 from mlb.inference import (
@@ -168,3 +169,13 @@ def test_every_request_that_runs_a_network_composes_one_inference_config():
     assert RelabelConfig().inference.batch_size == 8
     assert RelabelConfig(inference={"short_side": 256}).inference.batch_size == 8
     assert EvaluateRequest(model="m", images="i", alphas="a").inference.batch_size == 4
+
+
+def test_a_boolean_is_refused_where_a_number_is_meant():
+    # every FrozenConfig: lax mode would read true as 1 (a batch of one, a short side of 1)
+    with pytest.raises(ValidationError, match=r"short_side\n.*expected int, not a boolean"):
+        InferenceConfig(short_side=True)
+    with pytest.raises(ValidationError, match=r"batch_size\n.*not a boolean"):
+        InferenceConfig.model_validate({"batch_size": False})
+    config = InferenceConfig.model_validate({"amp": False, "channels_last": True})
+    assert config.amp is False and config.batch_size == 4

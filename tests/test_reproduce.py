@@ -214,6 +214,9 @@ def relabel_round_run(tmp_path_factory):
     ("rows=mlb", "--set rows=...: use --rows instead"),
     ("=3", "expected FIELD=VALUE, got '=3'"),
     ("student_alpha_norm=l2", "ReproduceConfig.student_alpha_norm: input should be 'l1' or"),
+    ("batch_size=true", "ReproduceConfig.batch_size: expected int, not a boolean (True)"),
+    ("crop_sizes=[200,true]", "ReproduceConfig.crop_sizes: expected tuple[int, ...] | None, not a"),
+    ("student_lr=false", "ReproduceConfig.student_lr: expected float | None, not a boolean"),
 ])
 def test_a_bad_setting_is_one_line_before_anything_runs(tmp_path, capsys, setting, message):
     try:
