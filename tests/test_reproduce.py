@@ -13,6 +13,7 @@ from mlb.experiments.reproduce import (
     LABEL_ROWS,
     PRESETS,
     RELABEL_ROUND_LABELS,
+    ReproduceConfig,
     ReproduceReport,
     paper_rows,
     plan,
@@ -214,6 +215,7 @@ def relabel_round_run(tmp_path_factory):
     ("rows=mlb", "--set rows=...: use --rows instead"),
     ("=3", "expected FIELD=VALUE, got '=3'"),
     ("student_alpha_norm=l2", "ReproduceConfig.student_alpha_norm: input should be 'l1' or"),
+    ("size=96", "mostly padding; for size 96, e.g. crop=96 with crop_sizes None (96 and 120"),
     ("batch_size=true", "ReproduceConfig.batch_size: expected int, not a boolean (True)"),
     ("crop_sizes=[200,true]", "ReproduceConfig.crop_sizes: expected tuple[int, ...] | None, not a"),
     ("student_lr=false", "ReproduceConfig.student_lr: expected float | None, not a boolean"),
@@ -229,6 +231,12 @@ def test_a_bad_setting_is_one_line_before_anything_runs(tmp_path, capsys, settin
     # one error line (argparse's own errors print the usage above it)
     assert message in err.strip().splitlines()[-1] and "Traceback" not in err
     assert not (tmp_path / "w").exists()
+
+
+def test_the_crop_hint_for_a_smaller_size_is_a_setting_that_fits():
+    fitted = PRESETS["cpu256"].model_copy(update={"size": 96}).model_dump()
+    config = ReproduceConfig.model_validate({**fitted, "crop": 96, "crop_sizes": None})
+    assert config.augment.crop_sizes == (96, 120)
 
 
 def test_domain_gap_has_no_rows_to_set(capsys):

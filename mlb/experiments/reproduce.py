@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, ValidationError, model_validator
 from tqdm import tqdm
 
 from mlb.blend import BlendConfig
@@ -305,8 +305,14 @@ class ReproduceConfig(FrozenConfig):
     @model_validator(mode="after")
     def _crops_fit(self) -> ReproduceConfig:
         # Built here, not after the data are generated: AugmentConfig refuses crop sides that
-        # would always be mostly padding.
-        _ = self.augment
+        # would always be mostly padding. A smaller ``size`` alone trips it: name what fits.
+        try:
+            _ = self.augment
+        except ValidationError as error:
+            crop = min(self.crop, self.size)
+            reason = error.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{reason}; for size {self.size}, e.g. crop={crop} with crop_sizes "
+                             f"None ({crop} and {int(crop * 1.25)} px)") from None
         return self
 
     @model_validator(mode="after")
