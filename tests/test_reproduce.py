@@ -261,6 +261,19 @@ def test_a_setting_shapes_the_plan(capsys):
                  "--set", "teacher_alpha_norm=l1", "--set", "ddc_steps=200"]) == 0
     assert "| 0 | ddc | ddc | unet_r18_w05 | 200 | 0.0003 | seg_teacher |" in (
         capsys.readouterr().out)
+    # the longer-students trial: the teachers alone, then each row in its own process
+    assert main(["reproduce", "paper", "--preset", "cpu256", "--plan", "--rows", "teacher",
+                 "--seeds", "0"]) == 0
+    assert "2 runs, 1600 training steps." in capsys.readouterr().out
+    assert main(["reproduce", "paper", "--preset", "cpu256", "--plan", "--rows", "mlb",
+                 "--set", "student_steps=2400"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0 | mlb round 2 | student | unet_r18_w05 | 1200 | 0.0003 | mlb |" in printed
+    assert main(["reproduce", "paper", "--preset", "cpu256", "--plan", "--rows",
+                 "mlb,ddc,oracle", "--set", "student_steps=2400", "--set", "ddc_steps=1200"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0 | oracle | oracle | unet_r18_w05 | 2400 | 0.0003 | teacher |" in printed
+    assert "| 0 | ddc | ddc | unet_r18_w05 | 1200 | 0.0003 | seg_teacher |" in printed
 
 
 def test_across_networks_the_second_round_relabels_with_the_round_1_student(

@@ -233,7 +233,11 @@ class ReproduceConfig(FrozenConfig):
     student_steps: int = Field(800, ge=2)
     """Total student steps; the two-round rows spend half of them in each round. With 200
     steps a round the round-2 student reached 122-123 boundary MSE (seeds 0, 1) on labels
-    that score 89 on the training corpus; with 400 it reached 120 and 110."""
+    that score 89 on the training corpus; with 400 it reached 120 and 110. ``cpu256``, seed 0
+    (docs/science-notes.md section 3, "Longer students"): 2400 instead of 600 took the MLB
+    student to 14.7 / 106.7 against its teachers' 26.2 / 119.0 and 39.9 / 126.6 (whole 44%
+    below the fine-tuned teacher, boundary 16% below the masks-only one; 600: 15% and 11%)
+    and the oracle to 12.7 / 93.3; the preset keeps 600 to fit about two hours."""
     ddc_steps: int = Field(400, ge=1)
     ddc_weight: float = Field(0.1, ge=0, allow_inf_nan=False)
     """Weight of the (known + 10 x DDC) term in the MLB + DDC student."""
@@ -471,6 +475,9 @@ PRESETS: dict[str, ReproduceConfig] = {
     # holds in every seed), MLB 20.3 / 107.2, DDC 29.1 / 116.2 (better than its start on
     # both regions in every seed), oracle 18.8 / 107.5; MLB beats both teachers in every
     # seed by 8-15% (whole) and 11-14% (boundary) against the paper's 37% and 20%.
+    # Then students and oracle at 2400 steps, seed 0 (`--set student_steps=2400`): MLB 14.7 /
+    # 106.7 against its teachers' 26.2 / 119.0 and 39.9 / 126.6, 44% (whole, met) and 16%
+    # (boundary) below; oracle 12.7 / 93.3. Three seeds of it take about 2 h 25 min more.
     "cpu256": ReproduceConfig(
         size=256, composite_count=120, natural_count=320, validation_count=48,
         teacher_model="unet_r18_w05", student_model="unet_r18_w05", batch_size=4, crop=128,
