@@ -5,8 +5,8 @@ Each component declares its own config next to its code (``BlendConfig`` in ``ml
 unknown keys, so a typo in a flow parameter or a YAML file fails before any work starts.
 """
 
-import re
-from typing import Annotated, Any, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -28,13 +28,24 @@ class FrozenConfig(BaseModel):
     def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic's lax mode reads true as 1: `--set batch_size=true` trained at batch 1
         # (tried as a new user would). A boolean is taken only where the field names bool.
-        items = value if isinstance(value, (list, tuple)) else (value,)
-        flags = [item for item in items if isinstance(item, bool)]
+        if isinstance(value, dict):
+            items = list(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            items = list(value)
+        else:
+            items = [value]
+        flags = [item for item in items if _is_bool(item)]
         if flags and info.field_name is not None:
             annotation = cls.model_fields[info.field_name].annotation
             if not _takes_bool(annotation):
-                raise ValueError(f"expected {_type_name(annotation)}, not a boolean ({flags[0]})")
+                raise ValueError(f"expected {_type_name(annotation)}, not a boolean "
+                                 f"({bool(flags[0])})")
         return value
+
+
+def _is_bool(value: Any) -> bool:
+    """A Python or a NumPy boolean (``np.True_`` is no ``bool``), without importing NumPy."""
+    return isinstance(value, bool) or type(value).__name__ in ("bool", "bool_")
 
 
 def _takes_bool(annotation: Any) -> bool:
@@ -46,9 +57,19 @@ def _takes_bool(annotation: Any) -> bool:
 
 def _type_name(annotation: Any) -> str:
     """``int``, ``tuple[int, ...] | None``: the type as written, without its constraints."""
-    plain = getattr(annotation, "__name__", None)
-    name = str(annotation).replace("typing.", "") if get_args(annotation) or not plain else plain
-    return re.sub(r"Annotated\[(\w+), [^\]]*\]", r"\1", name)
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is type(None):
+        return "None"
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (Union, UnionType):
+        return " | ".join(_type_name(arg) for arg in args)
+    if origin is Literal:
+        return " or ".join(map(repr, args))
+    if origin is not None and args:
+        inner = ", ".join("..." if arg is Ellipsis else _type_name(arg) for arg in args)
+        return f"{getattr(origin, '__name__', origin)}[{inner}]"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 def validation_text(error: ValidationError) -> str:

@@ -179,3 +179,14 @@ def test_a_boolean_is_refused_where_a_number_is_meant():
         InferenceConfig.model_validate({"batch_size": False})
     config = InferenceConfig.model_validate({"amp": False, "channels_last": True})
     assert config.amp is False and config.batch_size == 4
+
+
+def test_numpy_and_container_booleans_are_refused_too():
+    with pytest.raises(ValidationError, match=r"short_side\n.*not a boolean \(True\)"):
+        InferenceConfig(short_side=np.True_)
+    from mlb.experiments.reproduce import PRESETS, ReproduceConfig
+
+    tiny = PRESETS["tiny"].model_dump()
+    for field, value in (("seeds", {True}), ("crop_sizes", [32, np.True_])):
+        with pytest.raises(ValidationError, match=rf"{field}\n.*not a boolean"):
+            ReproduceConfig.model_validate({**tiny, field: value})

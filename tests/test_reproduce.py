@@ -215,9 +215,10 @@ def relabel_round_run(tmp_path_factory):
     ("rows=mlb", "--set rows=...: use --rows instead"),
     ("=3", "expected FIELD=VALUE, got '=3'"),
     ("student_alpha_norm=l2", "ReproduceConfig.student_alpha_norm: input should be 'l1' or"),
-    ("size=96", "mostly padding; for size 96, e.g. crop=96 with crop_sizes None (96 and 120"),
+    ("size=96", "for size 96, e.g. crop=96 with crop_sizes null, None in Python (96 and 120"),
     ("batch_size=true", "ReproduceConfig.batch_size: expected int, not a boolean (True)"),
     ("crop_sizes=[200,true]", "ReproduceConfig.crop_sizes: expected tuple[int, ...] | None, not a"),
+    ("composite_backgrounds=true", "expected 'patterns' or 'scenes', not a boolean (True)"),
     ("student_lr=false", "ReproduceConfig.student_lr: expected float | None, not a boolean"),
 ])
 def test_a_bad_setting_is_one_line_before_anything_runs(tmp_path, capsys, setting, message):

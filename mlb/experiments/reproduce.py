@@ -316,7 +316,7 @@ class ReproduceConfig(FrozenConfig):
             crop = min(self.crop, self.size)
             reason = error.errors()[0]["msg"].removeprefix("Value error, ")
             raise ValueError(f"{reason}; for size {self.size}, e.g. crop={crop} with crop_sizes "
-                             f"None ({crop} and {int(crop * 1.25)} px)") from None
+                             f"null, None in Python ({crop} and {int(crop * 1.25)} px)") from None
         return self
 
     @model_validator(mode="after")
