@@ -28,24 +28,35 @@ class FrozenConfig(BaseModel):
     def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic's lax mode reads true as 1: `--set batch_size=true` trained at batch 1
         # (tried as a new user would). A boolean is taken only where the field names bool.
+        if info.field_name is None:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
         if isinstance(value, dict):
-            items = list(value.values())
+            # a mapping's values, where the field is a mapping (a dict for a nested model is
+            # that model's fields: its own validator checks them against its own types)
+            items = list(value.values()) if _is_mapping(annotation) else []
         elif isinstance(value, (list, tuple, set, frozenset)):
             items = list(value)
         else:
             items = [value]
         flags = [item for item in items if _is_bool(item)]
-        if flags and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            if not _takes_bool(annotation):
-                raise ValueError(f"expected {_type_name(annotation)}, not a boolean "
-                                 f"({bool(flags[0])})")
+        if flags and not _takes_bool(annotation):
+            raise ValueError(f"expected {_type_name(annotation)}, not a boolean "
+                             f"({bool(flags[0])})")
         return value
 
 
 def _is_bool(value: Any) -> bool:
     """A Python or a NumPy boolean (``np.True_`` is no ``bool``), without importing NumPy."""
     return isinstance(value, bool) or type(value).__name__ in ("bool", "bool_")
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """Whether the field is typed as a dict (or a union with one)."""
+    if get_origin(annotation) is dict or annotation is dict:
+        return True
+    return get_origin(annotation) in (Union, UnionType) and any(
+        _is_mapping(arg) for arg in get_args(annotation))
 
 
 def _takes_bool(annotation: Any) -> bool:

@@ -1,6 +1,7 @@
 """The reproduction grid and the domain-gap measurement, end to end at toy size."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,6 +233,15 @@ def test_a_bad_setting_is_one_line_before_anything_runs(tmp_path, capsys, settin
     # one error line (argparse's own errors print the usage above it)
     assert message in err.strip().splitlines()[-1] and "Traceback" not in err
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("name", ["reproduce-cpu256", "reproduce-ddc", "reproduce-modnet",
+                                  "trial-cpu256-students2400-seed0"])
+def test_the_recorded_reports_still_load(name):
+    # users' reports (and the README's): a nested config's booleans are its own fields
+    path = Path(__file__).resolve().parents[1] / "docs" / f"{name}.json"
+    report = ReproduceReport.model_validate_json(path.read_text())
+    assert isinstance(report.config.photographic_composites, bool) and report.mean
 
 
 def test_the_crop_hint_for_a_smaller_size_is_a_setting_that_fits():
