@@ -314,9 +314,10 @@ class ReproduceConfig(FrozenConfig):
             _ = self.augment
         except ValidationError as error:
             crop = min(self.crop, self.size)
+            sides = self.model_copy(update={"crop": crop, "crop_sizes": None}).augment.crop_sizes
             reason = error.errors()[0]["msg"].removeprefix("Value error, ")
             raise ValueError(f"{reason}; for size {self.size}, e.g. crop={crop} with crop_sizes "
-                             f"null, None in Python ({crop} and {int(crop * 1.25)} px)") from None
+                             f"null, None in Python ({' and '.join(map(str, sides))} px)") from None
         return self
 
     @model_validator(mode="after")
